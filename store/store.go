@@ -1,0 +1,472 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	bucketKV   = []byte("kv")
+	bucketMeta = []byte("meta")
+	keyApplied = []byte("applied")
+)
+
+// ErrClosed is returned by reads on a closed store.
+var ErrClosed = errors.New("store: closed")
+
+// Options tune a Store. The zero value is usable.
+type Options struct {
+	// InitialMmapSize is bbolt's initial memory map size in bytes. A large map
+	// keeps a long snapshot read from stalling writes on remap. Default 64 MiB
+	// (address space, not memory).
+	InitialMmapSize int
+	// OnApply, if set, is called after each applied batch with the highest
+	// index applied. It runs on the Raft apply goroutine and must not block.
+	OnApply func(index uint64)
+}
+
+// Store is a bbolt-backed state machine. Apply, ApplyBatch, Snapshot and
+// Restore are called by hashicorp/raft from its FSM goroutine, one at a
+// time; reads (Get, Range, AppliedIndex) may be called concurrently with them
+// and with each other.
+type Store struct {
+	path string
+	opts Options
+
+	mu     sync.RWMutex // guards db; held for reading by every read transaction
+	db     *bolt.DB     // nil once closed
+	closed bool
+
+	applied atomic.Uint64 // last applied Raft index, as persisted
+
+	applyMu    sync.Mutex // guards waiters
+	appliedCh  chan struct{}
+	lastCommit atomic.Int64 // unix nanos of the last applied batch, for lag reporting
+}
+
+var (
+	_ raft.FSM         = (*Store)(nil)
+	_ raft.BatchingFSM = (*Store)(nil)
+)
+
+// Open opens (or creates) the state machine database at path.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.InitialMmapSize == 0 {
+		opts.InitialMmapSize = 64 << 20
+	}
+	s := &Store{path: path, opts: opts, appliedCh: make(chan struct{})}
+	if err := s.open(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) open() error {
+	db, err := bolt.Open(s.path, 0o600, &bolt.Options{
+		Timeout:         5 * time.Second,
+		InitialMmapSize: s.opts.InitialMmapSize,
+		NoFreelistSync:  true,
+		FreelistType:    bolt.FreelistMapType,
+	})
+	if err != nil {
+		return fmt.Errorf("store: open %s: %w", s.path, err)
+	}
+	var applied uint64
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketKV, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		if v := tx.Bucket(bucketMeta).Get(keyApplied); len(v) == 8 {
+			applied = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("store: init %s: %w", s.path, err)
+	}
+	s.db = db
+	s.applied.Store(applied)
+	return nil
+}
+
+// Close closes the database. It is safe to call more than once.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	err := s.db.Close()
+	s.db = nil
+	return err
+}
+
+// AppliedIndex returns the index of the last Raft entry applied.
+func (s *Store) AppliedIndex() uint64 { return s.applied.Load() }
+
+// LastApplyTime returns when the last batch was applied (zero if never since
+// open).
+func (s *Store) LastApplyTime() time.Time {
+	n := s.lastCommit.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// AppliedChan returns a channel closed at the next applied batch. Together
+// with AppliedIndex it lets a caller wait for an index without polling.
+func (s *Store) AppliedChan() <-chan struct{} {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	return s.appliedCh
+}
+
+func (s *Store) notifyApplied(index uint64) {
+	s.lastCommit.Store(time.Now().UnixNano())
+	s.applyMu.Lock()
+	close(s.appliedCh)
+	s.appliedCh = make(chan struct{})
+	s.applyMu.Unlock()
+	if s.opts.OnApply != nil {
+		s.opts.OnApply(index)
+	}
+}
+
+// Apply applies one log entry. See ApplyBatch.
+func (s *Store) Apply(l *raft.Log) interface{} {
+	return s.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch applies committed entries in one bbolt transaction, together with
+// the new applied index. Entries at or below the persisted applied index are
+// skipped (they are replays after a restart). For each command entry the
+// response is a *Result, or an error if the entry could not be decoded.
+func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
+	resp := make([]interface{}, len(logs))
+	applied := s.applied.Load()
+	last := applied
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		for i := range resp {
+			resp[i] = ErrClosed
+		}
+		return resp
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		kv := tx.Bucket(bucketKV)
+		for i, l := range logs {
+			if l.Index <= applied {
+				continue
+			}
+			last = l.Index
+			if l.Type != raft.LogCommand {
+				continue
+			}
+			cmd, err := DecodeCommand(l.Data)
+			if err != nil {
+				resp[i] = err
+				continue
+			}
+			r, err := execute(kv, cmd, l.Index)
+			if err != nil {
+				return err
+			}
+			resp[i] = r
+		}
+		if last == applied {
+			return nil
+		}
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], last)
+		return tx.Bucket(bucketMeta).Put(keyApplied, b[:])
+	})
+	if err != nil {
+		// A failed bbolt write (disk full, I/O error) leaves this replica
+		// unable to follow the log. Continuing would diverge it from its
+		// peers, so stop here as etcd and rqlite do.
+		panic(fmt.Sprintf("store: apply to %s failed: %v", s.path, err))
+	}
+	if last != applied {
+		s.applied.Store(last)
+		s.notifyApplied(last)
+	}
+	return resp
+}
+
+// execute runs cmd against the kv bucket at index.
+func execute(kv *bolt.Bucket, cmd *Command, index uint64) (*Result, error) {
+	r := &Result{Index: index, Succeeded: true}
+	for _, c := range cmd.Compares {
+		if !compare(kv, c) {
+			r.Succeeded = false
+			break
+		}
+	}
+	ops := cmd.Then
+	if !r.Succeeded {
+		ops = cmd.Else
+	}
+	r.Ops = make([]OpResult, len(ops))
+	for i, op := range ops {
+		cur := kv.Get(op.Key)
+		var res OpResult
+		if cur != nil {
+			res.Found = true
+			res.Version = binary.BigEndian.Uint64(cur[:8])
+		}
+		switch op.Type {
+		case OpGet:
+			if cur != nil {
+				res.Value = bytes.Clone(cur[8:])
+			}
+		case OpPut:
+			v := make([]byte, 8+len(op.Value))
+			binary.BigEndian.PutUint64(v, index)
+			copy(v[8:], op.Value)
+			if err := kv.Put(op.Key, v); err != nil {
+				return nil, err
+			}
+			res.Found, res.Version = true, index
+		case OpDelete:
+			if cur != nil {
+				if err := kv.Delete(op.Key); err != nil {
+					return nil, err
+				}
+			}
+		}
+		r.Ops[i] = res
+	}
+	return r, nil
+}
+
+func compare(kv *bolt.Bucket, c Compare) bool {
+	cur := kv.Get(c.Key)
+	switch c.Target {
+	case TargetVersion:
+		var v uint64
+		if cur != nil {
+			v = binary.BigEndian.Uint64(cur[:8])
+		}
+		return relate(cmpUint(v, c.Version), c.Op)
+	case TargetValue:
+		if cur == nil {
+			return false
+		}
+		return relate(bytes.Compare(cur[8:], c.Value), c.Op)
+	}
+	return false
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func relate(c int, op CmpOp) bool {
+	switch op {
+	case CmpEqual:
+		return c == 0
+	case CmpNotEqual:
+		return c != 0
+	case CmpLess:
+		return c < 0
+	case CmpGreater:
+		return c > 0
+	}
+	return false
+}
+
+// KV is one key with its value and version, as read from the store. Key is
+// the stored key (with its key-space prefix).
+type KV struct {
+	Key     []byte
+	Value   []byte
+	Version uint64
+}
+
+func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return ErrClosed
+	}
+	return s.db.View(fn)
+}
+
+// Get returns the value and version of key, and whether it exists.
+func (s *Store) Get(key []byte) (KV, bool, error) {
+	var kv KV
+	var found bool
+	err := s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketKV).Get(key)
+		if v == nil {
+			return nil
+		}
+		found = true
+		kv = KV{Key: bytes.Clone(key), Value: bytes.Clone(v[8:]), Version: binary.BigEndian.Uint64(v[:8])}
+		return nil
+	})
+	return kv, found, err
+}
+
+// Range returns up to limit keys starting with prefix, in key order, starting
+// after the key after (if not nil), and whether more keys follow.
+func (s *Store) Range(prefix, after []byte, limit int) ([]KV, bool, error) {
+	var out []KV
+	more := false
+	err := s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketKV).Cursor()
+		k, v := c.Seek(prefix)
+		if after != nil && bytes.Compare(after, prefix) >= 0 {
+			k, v = c.Seek(after)
+			if bytes.Equal(k, after) {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if limit > 0 && len(out) == limit {
+				more = true
+				break
+			}
+			out = append(out, KV{Key: bytes.Clone(k), Value: bytes.Clone(v[8:]), Version: binary.BigEndian.Uint64(v[:8])})
+		}
+		return nil
+	})
+	return out, more, err
+}
+
+// Digest returns the applied index and a hash-free digest of the whole
+// contents: every key, version and value in order, for comparing replicas.
+// It is meant for tests and checkers.
+func (s *Store) Digest(w io.Writer) (uint64, error) {
+	var applied uint64
+	err := s.view(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyApplied); len(v) == 8 {
+			applied = binary.BigEndian.Uint64(v)
+		}
+		return tx.Bucket(bucketKV).ForEach(func(k, v []byte) error {
+			var hdr [binary.MaxVarintLen64 * 2]byte
+			n := binary.PutUvarint(hdr[:], uint64(len(k)))
+			n += binary.PutUvarint(hdr[n:], uint64(len(v)))
+			if _, err := w.Write(hdr[:n]); err != nil {
+				return err
+			}
+			if _, err := w.Write(k); err != nil {
+				return err
+			}
+			_, err := w.Write(v)
+			return err
+		})
+	})
+	return applied, err
+}
+
+// Snapshot starts a bbolt read transaction: the snapshot is the database as of
+// this moment, written out by Persist while applies go on.
+func (s *Store) Snapshot() (raft.FSMSnapshot, error) {
+	s.mu.RLock()
+	if s.db == nil {
+		s.mu.RUnlock()
+		return nil, ErrClosed
+	}
+	tx, err := s.db.Begin(false)
+	if err != nil {
+		s.mu.RUnlock()
+		return nil, fmt.Errorf("store: snapshot: %w", err)
+	}
+	return &snapshot{tx: tx, unlock: s.mu.RUnlock}, nil
+}
+
+type snapshot struct {
+	tx     *bolt.Tx
+	unlock func()
+	once   sync.Once
+}
+
+func (sn *snapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sn.tx.WriteTo(sink); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("store: persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (sn *snapshot) Release() {
+	sn.once.Do(func() {
+		sn.tx.Rollback()
+		sn.unlock()
+	})
+}
+
+// Restore replaces the database with the snapshot in rc: it is written to a
+// temporary file, checked, and renamed over the live file.
+func (s *Store) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	tmp := s.path + ".restore"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("store: restore: %w", err)
+	}
+	if _, err := io.Copy(f, rc); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("store: restore: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("store: restore: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("store: restore: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		os.Remove(tmp)
+		return ErrClosed
+	}
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("store: restore: close: %w", err)
+	}
+	s.db = nil
+	if err := os.Rename(tmp, s.path); err != nil {
+		// Reopen what we had so the replica stays readable.
+		if oerr := s.open(); oerr != nil {
+			return errors.Join(err, oerr)
+		}
+		return fmt.Errorf("store: restore: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(s.path)); err == nil {
+		d.Sync() // make the rename durable
+		d.Close()
+	}
+	if err := s.open(); err != nil {
+		return err
+	}
+	s.notifyApplied(s.applied.Load())
+	return nil
+}
