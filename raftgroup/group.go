@@ -1,0 +1,483 @@
+package raftgroup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/ldcd/ldcd/store"
+)
+
+// Group is one Raft group hosted by a Host: a hashicorp/raft instance with its
+// own log, state machine, snapshots and transport. Its methods may be called
+// concurrently.
+type Group struct {
+	id     string
+	dir    string
+	host   *Host
+	logger *slog.Logger
+
+	raft  *raft.Raft
+	fsm   *store.Store
+	logs  *raftboltdb.BoltStore
+	trans *raft.NetworkTransport
+
+	readyTerm atomic.Uint64 // the term in which a read barrier completed
+	barrierCh chan struct{} // one barrier at a time (a lock that honours ctx)
+	verify    verifier
+
+	notifyCh chan bool
+	done     chan struct{}
+	wg       sync.WaitGroup
+	closeMu  sync.Mutex // guards closed
+	closed   bool
+}
+
+func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error) {
+	dir := filepath.Join(h.cfg.DataDir, "groups", id)
+	if err := os.MkdirAll(filepath.Join(dir, "snapshots"), 0o755); err != nil {
+		return nil, fmt.Errorf("raftgroup: %w", err)
+	}
+	logger := h.cfg.Logger.With("group", id)
+	g = &Group{
+		id: id, dir: dir, host: h, logger: logger,
+		barrierCh: make(chan struct{}, 1),
+		notifyCh:  make(chan bool, 8),
+		done:      make(chan struct{}),
+	}
+	g.verify.g = g
+	var closers []func() error
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		}
+	}()
+
+	var onApply func(uint64)
+	if h.cfg.OnApply != nil {
+		onApply = func(index uint64) { h.cfg.OnApply(id, index) }
+	}
+	g.fsm, err = store.Open(filepath.Join(dir, "state.db"), store.Options{OnApply: onApply})
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, g.fsm.Close)
+	g.logs, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	if err != nil {
+		return nil, fmt.Errorf("raftgroup: log store: %w", err)
+	}
+	closers = append(closers, g.logs.Close)
+	hlog := HCLog(logger, "raft")
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hlog)
+	if err != nil {
+		return nil, fmt.Errorf("raftgroup: snapshot store: %w", err)
+	}
+	if err := g.catchUpFromSnapshot(snaps); err != nil {
+		return nil, err
+	}
+	layer, err := h.mux.layer(id)
+	if err != nil {
+		return nil, err
+	}
+	g.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  layer,
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  hlog,
+	})
+	closers = append(closers, g.trans.Close)
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(h.cfg.NodeID)
+	rc.Logger = hlog
+	rc.HeartbeatTimeout = h.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = h.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = h.cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = h.cfg.CommitTimeout
+	rc.MaxAppendEntries = h.cfg.MaxAppendEntries
+	rc.BatchApplyCh = true
+	rc.SnapshotThreshold = h.cfg.SnapshotThreshold
+	rc.SnapshotInterval = h.cfg.SnapshotInterval
+	rc.TrailingLogs = h.cfg.TrailingLogs
+	rc.NoSnapshotRestoreOnStart = true // the bbolt state survives restarts
+	rc.NotifyCh = g.notifyCh
+
+	fresh, err := raft.HasExistingState(g.logs, g.logs, snaps)
+	if err != nil {
+		return nil, fmt.Errorf("raftgroup: %w", err)
+	}
+	fresh = !fresh
+	g.raft, err = raft.NewRaft(rc, g.fsm, g.logs, g.logs, snaps, g.trans)
+	if err != nil {
+		return nil, fmt.Errorf("raftgroup: start raft: %w", err)
+	}
+	if fresh && len(bootstrap) > 0 {
+		if err := g.raft.BootstrapCluster(raft.Configuration{Servers: bootstrap}).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			g.raft.Shutdown().Error()
+			return nil, fmt.Errorf("raftgroup: bootstrap %s: %w", id, err)
+		}
+	}
+	g.wg.Add(1)
+	go g.watchLeadership()
+	logger.Info("group opened", "fresh", fresh, "applied_index", g.fsm.AppliedIndex())
+	return g, nil
+}
+
+// catchUpFromSnapshot restores the state machine from the newest snapshot if
+// the state machine is behind it (its file was lost or replaced). Raft replays
+// only the entries after the snapshot, so without this they would be applied
+// to a state that lacks what came before.
+func (g *Group) catchUpFromSnapshot(snaps *raft.FileSnapshotStore) error {
+	list, err := snaps.List()
+	if err != nil || len(list) == 0 {
+		return err
+	}
+	if list[0].Index <= g.fsm.AppliedIndex() {
+		return nil
+	}
+	g.logger.Warn("state machine is behind the newest snapshot, restoring it", "applied_index", g.fsm.AppliedIndex(), "snapshot_index", list[0].Index)
+	_, rc, err := snaps.Open(list[0].ID)
+	if err != nil {
+		return fmt.Errorf("raftgroup: open snapshot: %w", err)
+	}
+	return g.fsm.Restore(rc)
+}
+
+// watchLeadership starts a read barrier as soon as this replica becomes
+// leader, so that the first linearizable read of a term does not wait for it.
+// hashicorp/raft blocks on NotifyCh, so the channel is drained at once and the
+// barrier runs on a goroutine of its own.
+func (g *Group) watchLeadership() {
+	defer g.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kick := make(chan struct{}, 1)
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-kick:
+			}
+			bctx, bcancel := context.WithTimeout(ctx, 10*time.Second)
+			if err := g.readBarrier(bctx); err != nil && !errors.Is(err, ErrNotLeader) && ctx.Err() == nil {
+				g.logger.Warn("read barrier failed", "error", err)
+			}
+			bcancel()
+		}
+	}()
+	for {
+		select {
+		case <-g.done:
+			return
+		case leader := <-g.notifyCh:
+			if !leader {
+				g.logger.Info("lost leadership")
+				continue
+			}
+			g.logger.Info("became leader", "term", g.raft.CurrentTerm())
+			select {
+			case kick <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// ID returns the group id.
+func (g *Group) ID() string { return g.id }
+
+// Store returns the group's state machine, for local (stale) reads.
+func (g *Group) Store() *store.Store { return g.fsm }
+
+// Raft returns the underlying raft instance. Callers must not shut it down.
+func (g *Group) Raft() *raft.Raft { return g.raft }
+
+func (g *Group) close() error {
+	g.closeMu.Lock()
+	defer g.closeMu.Unlock()
+	if g.closed {
+		return nil
+	}
+	g.closed = true
+	close(g.done)
+	err := g.raft.Shutdown().Error()
+	g.wg.Wait()
+	err = errors.Join(err, g.trans.Close(), g.logs.Close(), g.fsm.Close())
+	g.logger.Info("group closed")
+	return err
+}
+
+func (g *Group) notLeader() error {
+	addr, id := g.raft.LeaderWithID()
+	return &NotLeaderError{Group: g.id, LeaderID: string(id), LeaderAddr: string(addr)}
+}
+
+// wait waits for f, or for ctx to end.
+func wait(ctx context.Context, f raft.Future) error {
+	ch := make(chan error, 1)
+	go func() { ch <- f.Error() }()
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// timeoutOf converts ctx's deadline into a hashicorp/raft enqueue timeout.
+func timeoutOf(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		if t := time.Until(d); t > 0 {
+			return t
+		}
+		return time.Millisecond
+	}
+	return 0
+}
+
+// Apply proposes cmd and waits for it to be applied. A *NotLeaderError means
+// it was not proposed; an error wrapping ErrIndeterminate means it may or may
+// not have been applied.
+func (g *Group) Apply(ctx context.Context, cmd *store.Command) (*store.Result, error) {
+	if err := cmd.Validate(); err != nil {
+		return nil, err
+	}
+	if g.raft.State() != raft.Leader {
+		return nil, g.notLeader()
+	}
+	f := g.raft.Apply(cmd.Encode(), timeoutOf(ctx))
+	if err := wait(ctx, f); err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			return nil, g.notLeader()
+		case errors.Is(err, raft.ErrEnqueueTimeout):
+			// Not enqueued, so never proposed.
+			return nil, fmt.Errorf("raftgroup: %s: %w", g.id, context.DeadlineExceeded)
+		default:
+			return nil, fmt.Errorf("%w: %s: %w", ErrIndeterminate, g.id, err)
+		}
+	}
+	switch r := f.Response().(type) {
+	case *store.Result:
+		return r, nil
+	case error:
+		return nil, r
+	default:
+		return nil, fmt.Errorf("%w: %s: no result", ErrIndeterminate, g.id)
+	}
+}
+
+// ReadBarrier returns nil once the local state machine may serve a
+// linearizable read: this replica is the leader, has applied a barrier in its
+// current term, and has confirmed its leadership with a quorum after the call
+// began. Concurrent callers share one confirmation.
+func (g *Group) ReadBarrier(ctx context.Context) error {
+	if err := g.readBarrier(ctx); err != nil {
+		return err
+	}
+	return g.verify.wait(ctx)
+}
+
+// readBarrier makes sure a barrier was applied in the current term.
+func (g *Group) readBarrier(ctx context.Context) error {
+	if g.raft.State() != raft.Leader {
+		return g.notLeader()
+	}
+	term := g.raft.CurrentTerm()
+	if g.readyTerm.Load() == term {
+		return nil
+	}
+	select {
+	case g.barrierCh <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-g.barrierCh }()
+	if g.readyTerm.Load() == term {
+		return nil
+	}
+	if err := wait(ctx, g.raft.Barrier(timeoutOf(ctx))); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return g.notLeader()
+		}
+		return fmt.Errorf("raftgroup: %s: barrier: %w", g.id, err)
+	}
+	g.readyTerm.Store(term)
+	return nil
+}
+
+// verifier shares one VerifyLeader among concurrent readers. A reader joins
+// the next round, never one already in flight, because a round that began
+// before the read cannot vouch for it.
+type verifier struct {
+	g       *Group
+	mu      sync.Mutex // guards waiting and running
+	waiting []chan error
+	running bool
+}
+
+func (v *verifier) wait(ctx context.Context) error {
+	ch := make(chan error, 1)
+	v.mu.Lock()
+	v.waiting = append(v.waiting, ch)
+	if !v.running {
+		v.running = true
+		go v.run()
+	}
+	v.mu.Unlock()
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (v *verifier) run() {
+	for {
+		v.mu.Lock()
+		batch := v.waiting
+		v.waiting = nil
+		if len(batch) == 0 {
+			v.running = false
+			v.mu.Unlock()
+			return
+		}
+		v.mu.Unlock()
+		err := v.g.raft.VerifyLeader().Error()
+		if err != nil {
+			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+				err = v.g.notLeader()
+			} else {
+				err = fmt.Errorf("raftgroup: %s: verify leader: %w", v.g.id, err)
+			}
+		}
+		for _, ch := range batch {
+			ch <- err
+		}
+	}
+}
+
+// Server is one member of a group's configuration.
+type Server struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Voter   bool   `json:"voter"`
+}
+
+// Status is a point-in-time view of a group on this replica.
+type Status struct {
+	ID           string   `json:"id"`
+	State        string   `json:"state"` // Leader, Follower, Candidate, Shutdown
+	Term         uint64   `json:"term"`
+	LastIndex    uint64   `json:"last_index"`
+	CommitIndex  uint64   `json:"commit_index"`
+	AppliedIndex uint64   `json:"applied_index"`
+	Leader       string   `json:"leader"`
+	LeaderAddr   string   `json:"leader_addr"`
+	Servers      []Server `json:"servers"`
+	// LastContactMs is how long ago a follower last heard from its leader.
+	LastContactMs int64 `json:"last_contact_ms"`
+}
+
+// IsLeader reports whether this replica is the group's leader now.
+func (g *Group) IsLeader() bool { return g.raft.State() == raft.Leader }
+
+// Leader returns the id and Raft address of the group's leader as this
+// replica knows it (empty if unknown).
+func (g *Group) Leader() (id, addr string) {
+	a, i := g.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// Servers returns the group's latest configuration.
+func (g *Group) Servers() ([]Server, error) {
+	f := g.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	var out []Server
+	for _, s := range f.Configuration().Servers {
+		out = append(out, Server{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// Status returns the group's status on this replica.
+func (g *Group) Status() Status {
+	lid, laddr := g.Leader()
+	st := Status{
+		ID:           g.id,
+		State:        g.raft.State().String(),
+		Term:         g.raft.CurrentTerm(),
+		LastIndex:    g.raft.LastIndex(),
+		CommitIndex:  g.raft.CommitIndex(),
+		AppliedIndex: g.fsm.AppliedIndex(),
+		Leader:       lid,
+		LeaderAddr:   laddr,
+	}
+	if st.State != raft.Leader.String() {
+		if lc := g.raft.LastContact(); !lc.IsZero() {
+			st.LastContactMs = time.Since(lc).Milliseconds()
+		}
+	}
+	st.Servers, _ = g.Servers()
+	return st
+}
+
+func (g *Group) change(ctx context.Context, f raft.IndexFuture) error {
+	if err := wait(ctx, f); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return g.notLeader()
+		}
+		return fmt.Errorf("raftgroup: %s: configuration change: %w", g.id, err)
+	}
+	return nil
+}
+
+// AddNonvoter adds a replica that receives the log but does not vote. It is
+// a no-op for a server that is already a member.
+func (g *Group) AddNonvoter(ctx context.Context, id, addr string) error {
+	return g.change(ctx, g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx)))
+}
+
+// AddVoter adds a voter or promotes a nonvoter.
+func (g *Group) AddVoter(ctx context.Context, id, addr string) error {
+	return g.change(ctx, g.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx)))
+}
+
+// RemoveServer removes a member from the group.
+func (g *Group) RemoveServer(ctx context.Context, id string) error {
+	return g.change(ctx, g.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx)))
+}
+
+// TransferLeadership hands leadership to server id (any voter if id is
+// empty).
+func (g *Group) TransferLeadership(ctx context.Context, id, addr string) error {
+	var f raft.Future
+	if id == "" {
+		f = g.raft.LeadershipTransfer()
+	} else {
+		f = g.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr))
+	}
+	if err := wait(ctx, f); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return g.notLeader()
+		}
+		return fmt.Errorf("raftgroup: %s: leadership transfer: %w", g.id, err)
+	}
+	return nil
+}

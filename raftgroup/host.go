@@ -1,0 +1,260 @@
+package raftgroup
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Errors returned by the Host and its groups.
+var (
+	// ErrClosed is returned once the host or group is closed.
+	ErrClosed = errors.New("raftgroup: closed")
+	// ErrNoGroup is returned for a group this host does not run.
+	ErrNoGroup = errors.New("raftgroup: no such group")
+	// ErrNotLeader is returned (inside a *NotLeaderError) when an operation
+	// needs the group's leader and this replica is not it. The operation did
+	// not happen: it is safe to retry at the leader.
+	ErrNotLeader = errors.New("raftgroup: not leader")
+	// ErrIndeterminate is returned when a write was proposed but its outcome
+	// is unknown (leadership lost, timeout, shutdown): it may or may not
+	// have been applied.
+	ErrIndeterminate = errors.New("raftgroup: outcome unknown")
+	// ErrBadGroupID is returned for a group id that is not 1-64 characters
+	// of [a-z0-9-].
+	ErrBadGroupID = errors.New("raftgroup: bad group id")
+)
+
+// NotLeaderError says which node leads the group, if known.
+type NotLeaderError struct {
+	Group      string
+	LeaderID   string // empty when no leader is known
+	LeaderAddr string // its Raft address
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.LeaderID == "" {
+		return fmt.Sprintf("raftgroup: not leader of %s, no leader known", e.Group)
+	}
+	return fmt.Sprintf("raftgroup: not leader of %s, leader is %s", e.Group, e.LeaderID)
+}
+
+// Is makes errors.Is(err, ErrNotLeader) true.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
+
+// Config configures a Host. Build it with DefaultConfig.
+type Config struct {
+	// NodeID is this node's Raft server id in every group.
+	NodeID string
+	// DataDir holds groups/<id>/ for every group.
+	DataDir string
+	// Listener is the one Raft listener; the host owns and closes it.
+	Listener net.Listener
+	// Advertise is the address peers dial to reach Listener.
+	Advertise string
+	Logger    *slog.Logger
+
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	MaxAppendEntries   int
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+	TrailingLogs       uint64
+
+	// OnApply, if set, is called after each batch applied by any group. It
+	// runs on that group's apply goroutine and must not block.
+	OnApply func(group string, index uint64)
+}
+
+// DefaultConfig returns the defaults: one-second heartbeat and election
+// timeouts, snapshots every 8192 entries keeping 10240 trailing entries.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatTimeout:   1000 * time.Millisecond,
+		ElectionTimeout:    1000 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		CommitTimeout:      50 * time.Millisecond,
+		MaxAppendEntries:   64,
+		SnapshotThreshold:  8192,
+		SnapshotInterval:   30 * time.Second,
+		TrailingLogs:       10240,
+	}
+}
+
+// Validate reports the first problem with c.
+func (c *Config) Validate() error {
+	switch {
+	case c.NodeID == "":
+		return errors.New("raftgroup: NodeID is required")
+	case c.DataDir == "":
+		return errors.New("raftgroup: DataDir is required")
+	case c.Listener == nil:
+		return errors.New("raftgroup: Listener is required")
+	case c.Advertise == "":
+		return errors.New("raftgroup: Advertise is required")
+	case c.ElectionTimeout <= 0 || c.HeartbeatTimeout <= 0:
+		return errors.New("raftgroup: timeouts must be positive")
+	}
+	return nil
+}
+
+var groupIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
+
+// CheckGroupID reports whether id may name a group.
+func CheckGroupID(id string) error {
+	if !groupIDPattern.MatchString(id) {
+		return fmt.Errorf("%w: %q", ErrBadGroupID, id)
+	}
+	return nil
+}
+
+// Host runs many Raft groups in one process over one listener. Its methods
+// may be called concurrently.
+type Host struct {
+	cfg Config
+	mux *mux
+
+	mu     sync.Mutex // guards groups and closed
+	groups map[string]*Group
+	closed bool
+}
+
+// New starts a host and reopens every group found under DataDir/groups.
+func New(cfg Config) (*Host, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "groups"), 0o755); err != nil {
+		return nil, fmt.Errorf("raftgroup: %w", err)
+	}
+	m, err := newMux(cfg.Listener, cfg.Advertise, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	h := &Host{cfg: cfg, mux: m, groups: make(map[string]*Group)}
+	entries, err := os.ReadDir(filepath.Join(cfg.DataDir, "groups"))
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("raftgroup: %w", err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() || CheckGroupID(e.Name()) != nil {
+			continue
+		}
+		if _, err := h.Create(e.Name(), nil); err != nil {
+			h.Close()
+			return nil, fmt.Errorf("raftgroup: reopen %s: %w", e.Name(), err)
+		}
+	}
+	return h, nil
+}
+
+// NodeID returns this node's Raft server id.
+func (h *Host) NodeID() string { return h.cfg.NodeID }
+
+// Advertise returns this node's Raft address.
+func (h *Host) Advertise() string { return h.cfg.Advertise }
+
+// Create starts group id, reopening its files if they exist. If the group
+// has no state yet and bootstrap is not empty, it is bootstrapped with those
+// servers as its first configuration. Creating a running group returns it.
+func (h *Host) Create(id string, bootstrap []raft.Server) (*Group, error) {
+	if err := CheckGroupID(id); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrClosed
+	}
+	if g, ok := h.groups[id]; ok {
+		return g, nil
+	}
+	g, err := openGroup(h, id, bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	h.groups[id] = g
+	return g, nil
+}
+
+// Group returns the running group id.
+func (h *Host) Group(id string) (*Group, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	g, ok := h.groups[id]
+	return g, ok
+}
+
+// Groups returns the running groups ordered by id.
+func (h *Host) Groups() []*Group {
+	h.mu.Lock()
+	out := make([]*Group, 0, len(h.groups))
+	for _, g := range h.groups {
+		out = append(out, g)
+	}
+	h.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
+	return out
+}
+
+// Remove stops group id and deletes its files.
+func (h *Host) Remove(id string) error {
+	h.mu.Lock()
+	g, ok := h.groups[id]
+	delete(h.groups, id)
+	h.mu.Unlock()
+	if !ok {
+		return ErrNoGroup
+	}
+	err := g.close()
+	if rerr := os.RemoveAll(g.dir); rerr != nil {
+		err = errors.Join(err, rerr)
+	}
+	return err
+}
+
+// Close stops every group and the listener. It is idempotent.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	groups := h.groups
+	h.groups = map[string]*Group{}
+	h.mu.Unlock()
+
+	var errs []error
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, g := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := g.close(); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	h.mux.close()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,351 @@
+package raftgroup
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/ldcd/ldcd/store"
+)
+
+type testNode struct {
+	name, dir, addr string
+	h               *Host
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("LDCD_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func startNode(t testing.TB, name, dir, addr string, tune func(*Config)) *testNode {
+	t.Helper()
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	var ln net.Listener
+	var err error
+	for i := 0; i < 50; i++ { // a restarted node may wait for its old port
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.NodeID = name
+	cfg.DataDir = dir
+	cfg.Listener = ln
+	cfg.Advertise = ln.Addr().String()
+	cfg.Logger = testLogger(t).With("node", name)
+	cfg.HeartbeatTimeout = 300 * time.Millisecond
+	cfg.ElectionTimeout = 300 * time.Millisecond
+	cfg.LeaderLeaseTimeout = 150 * time.Millisecond
+	if tune != nil {
+		tune(&cfg)
+	}
+	h, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &testNode{name: name, dir: dir, addr: ln.Addr().String(), h: h}
+	t.Cleanup(func() { n.h.Close() })
+	return n
+}
+
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func leaderOf(nodes []*testNode, id string) *Group {
+	for _, n := range nodes {
+		if n == nil {
+			continue
+		}
+		if g, ok := n.h.Group(id); ok && g.IsLeader() {
+			return g
+		}
+	}
+	return nil
+}
+
+func waitLeader(t testing.TB, nodes []*testNode, id string) *Group {
+	t.Helper()
+	var g *Group
+	waitFor(t, "a leader of "+id, 10*time.Second, func() bool { g = leaderOf(nodes, id); return g != nil })
+	return g
+}
+
+func putCmd(k, v string) *store.Command {
+	return &store.Command{Then: []store.Op{{Type: store.OpPut, Key: []byte(k), Value: []byte(v)}}}
+}
+
+// applyRetry applies cmd at whichever node leads, retrying definite failures.
+func applyRetry(t testing.TB, nodes []*testNode, id string, cmd *store.Command) *store.Result {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		g := leaderOf(nodes, id)
+		if g == nil {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		r, err := g.Apply(ctx, cmd)
+		cancel()
+		if err == nil {
+			return r
+		}
+		if !errors.Is(err, ErrNotLeader) {
+			t.Fatalf("apply: %v", err)
+		}
+	}
+	t.Fatal("no leader accepted the write")
+	return nil
+}
+
+// grow adds every other node to group id, as a nonvoter first, then promotes.
+func grow(t testing.TB, nodes []*testNode, id string) {
+	t.Helper()
+	for _, n := range nodes[1:] {
+		if _, err := n.h.Create(id, nil); err != nil {
+			t.Fatal(err)
+		}
+		l := waitLeader(t, nodes, id)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := l.AddNonvoter(ctx, n.name, n.addr); err != nil {
+			t.Fatal(err)
+		}
+		g, _ := n.h.Group(id)
+		waitFor(t, n.name+" catching up", 10*time.Second, func() bool { return g.Store().AppliedIndex() >= l.Store().AppliedIndex() })
+		if err := l.AddVoter(ctx, n.name, n.addr); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+}
+
+// digests compares every running replica of group id once they have
+// applied the same index.
+func checkReplicasAgree(t testing.TB, nodes []*testNode, id string) {
+	t.Helper()
+	var groups []*Group
+	for _, n := range nodes {
+		if n == nil {
+			continue
+		}
+		if g, ok := n.h.Group(id); ok {
+			groups = append(groups, g)
+		}
+	}
+	l := waitLeader(t, nodes, id)
+	target := l.Store().AppliedIndex()
+	for _, g := range groups {
+		waitFor(t, "replicas applying "+fmt.Sprint(target), 10*time.Second, func() bool { return g.Store().AppliedIndex() >= target })
+	}
+	var first []byte
+	for i, g := range groups {
+		var b bytes.Buffer
+		if _, err := g.Store().Digest(&b); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = b.Bytes()
+		} else if !bytes.Equal(first, b.Bytes()) {
+			t.Fatalf("replica %d of %s differs from replica 0", i, id)
+		}
+	}
+	if len(first) == 0 {
+		t.Fatalf("replicas of %s are empty", id)
+	}
+}
+
+func threeNodes(t *testing.T, tune func(*Config)) []*testNode {
+	root := t.TempDir()
+	var nodes []*testNode
+	for i := 0; i < 3; i++ {
+		name := fmt.Sprintf("n%d", i)
+		nodes = append(nodes, startNode(t, name, filepath.Join(root, name), "", tune))
+	}
+	return nodes
+}
+
+func bootstrap(t *testing.T, nodes []*testNode, ids ...string) {
+	for _, id := range ids {
+		if _, err := nodes[0].h.Create(id, []raft.Server{{ID: raft.ServerID(nodes[0].name), Address: raft.ServerAddress(nodes[0].addr)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range ids {
+		waitLeader(t, nodes, id)
+		grow(t, nodes, id)
+	}
+}
+
+func TestManyGroupsOneListener(t *testing.T) {
+	nodes := threeNodes(t, nil)
+	ids := []string{"global", "g-00-09", "g-10-19", "g-20-29"}
+	bootstrap(t, nodes, ids...)
+	for _, id := range ids {
+		for i := 0; i < 20; i++ {
+			applyRetry(t, nodes, id, putCmd(fmt.Sprintf("k%d", i), id))
+		}
+		l := waitLeader(t, nodes, id)
+		st := l.Status()
+		voters := 0
+		for _, s := range st.Servers {
+			if s.Voter {
+				voters++
+			}
+		}
+		if voters != 3 {
+			t.Fatalf("%s has %d voters, want 3: %+v", id, voters, st.Servers)
+		}
+	}
+	for _, id := range ids {
+		checkReplicasAgree(t, nodes, id)
+	}
+}
+
+func TestLeaderKillRestartCatchUp(t *testing.T) {
+	nodes := threeNodes(t, func(c *Config) { c.SnapshotThreshold = 50; c.TrailingLogs = 10; c.SnapshotInterval = 100 * time.Millisecond })
+	bootstrap(t, nodes, "g-00-09")
+	for i := 0; i < 30; i++ {
+		applyRetry(t, nodes, "g-00-09", putCmd(fmt.Sprintf("k%d", i), "before"))
+	}
+	// Kill the leader's host: the others elect a new leader and take writes.
+	l := waitLeader(t, nodes, "g-00-09")
+	var dead int
+	for i, n := range nodes {
+		if g, _ := n.h.Group("g-00-09"); g == l {
+			dead = i
+		}
+	}
+	victim := nodes[dead]
+	victim.h.Close()
+	nodes[dead] = nil
+	for i := 0; i < 300; i++ {
+		applyRetry(t, nodes, "g-00-09", putCmd(fmt.Sprintf("k%d", i%40), fmt.Sprintf("after-%d", i)))
+	}
+	// Restart it from disk: it reopens the group and catches up (from a
+	// snapshot, since the log was compacted past what it had).
+	nodes[dead] = startNode(t, victim.name, victim.dir, victim.addr, func(c *Config) { c.SnapshotThreshold = 50; c.TrailingLogs = 10 })
+	if _, ok := nodes[dead].h.Group("g-00-09"); !ok {
+		t.Fatal("restarted host did not reopen its group")
+	}
+	applyRetry(t, nodes, "g-00-09", putCmd("final", "x"))
+	checkReplicasAgree(t, nodes, "g-00-09")
+}
+
+func TestLinearizableReadOnlyAtLeader(t *testing.T) {
+	nodes := threeNodes(t, nil)
+	bootstrap(t, nodes, "g-00-09")
+	applyRetry(t, nodes, "g-00-09", putCmd("k", "v"))
+	l := waitLeader(t, nodes, "g-00-09")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// Many concurrent readers share verification rounds and all succeed.
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := 0; i < 64; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- l.ReadBarrier(ctx)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range nodes {
+		g, _ := n.h.Group("g-00-09")
+		if g == l {
+			continue
+		}
+		err := g.ReadBarrier(ctx)
+		var nle *NotLeaderError
+		if !errors.As(err, &nle) || nle.LeaderID == "" {
+			t.Fatalf("follower read barrier: %v, want a NotLeaderError naming the leader", err)
+		}
+	}
+	// A leader cut off from its quorum must refuse reads.
+	for _, n := range nodes {
+		if g, _ := n.h.Group("g-00-09"); g != l {
+			n.h.Close()
+		}
+	}
+	rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer rcancel()
+	if err := l.ReadBarrier(rctx); err == nil {
+		t.Fatal("an isolated leader served a linearizable read")
+	}
+}
+
+func TestRemoveGroup(t *testing.T) {
+	nodes := threeNodes(t, nil)
+	bootstrap(t, nodes, "g-00-09", "g-10-19")
+	applyRetry(t, nodes, "g-10-19", putCmd("k", "v"))
+	n := nodes[2]
+	l := waitLeader(t, nodes, "g-10-19")
+	if l == nil {
+		t.Fatal("no leader")
+	}
+	if g, _ := n.h.Group("g-10-19"); g == l {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := l.TransferLeadership(ctx, "", ""); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		l = waitLeader(t, nodes[:2], "g-10-19")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := l.RemoveServer(ctx, n.name); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.h.Remove("g-10-19"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(n.dir, "groups", "g-10-19")); !os.IsNotExist(err) {
+		t.Fatalf("group files still there: %v", err)
+	}
+	// The other group on the same listener is untouched.
+	applyRetry(t, nodes, "g-00-09", putCmd("still", "works"))
+	checkReplicasAgree(t, nodes, "g-00-09")
+	applyRetry(t, nodes[:2], "g-10-19", putCmd("k2", "v"))
+	checkReplicasAgree(t, nodes[:2], "g-10-19")
+}
+
+func TestBadGroupID(t *testing.T) {
+	n := startNode(t, "n0", t.TempDir(), "", nil)
+	for _, id := range []string{"", "UPPER", "a/b", "../x", string(bytes.Repeat([]byte("a"), 65))} {
+		if _, err := n.h.Create(id, nil); !errors.Is(err, ErrBadGroupID) {
+			t.Errorf("Create(%q) = %v, want ErrBadGroupID", id, err)
+		}
+	}
+}
