@@ -229,7 +229,11 @@ func TestManyGroupsOneListener(t *testing.T) {
 }
 
 func TestLeaderKillRestartCatchUp(t *testing.T) {
-	nodes := threeNodes(t, func(c *Config) { c.SnapshotThreshold = 50; c.TrailingLogs = 10; c.SnapshotInterval = 100 * time.Millisecond })
+	nodes := threeNodes(t, func(c *Config) {
+		c.SnapshotThreshold = 50
+		c.TrailingLogs = 10
+		c.SnapshotInterval = 100 * time.Millisecond
+	})
 	bootstrap(t, nodes, "g-00-09")
 	for i := 0; i < 30; i++ {
 		applyRetry(t, nodes, "g-00-09", putCmd(fmt.Sprintf("k%d", i), "before"))
