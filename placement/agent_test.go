@@ -1,0 +1,42 @@
+package placement
+
+import (
+	"reflect"
+	"testing"
+)
+
+func TestActions(t *testing.T) {
+	p := &Placement{Version: 3, Topology: DefaultTopology("z", "c"), Groups: []GroupPlacement{
+		{ID: "global", Replicas: []Replica{{Node: "a", Voter: true}, {Node: "b", Voter: true}}},
+		{ID: "g-00-09", Replicas: []Replica{{Node: "a", Voter: true}}, Bootstrap: "a"},
+		{ID: "g-10-19", Replicas: []Replica{{Node: "a", Voter: true}, {Node: "b", Voter: true}, {Node: "c"}}},
+		{ID: "g-20-29", Replicas: []Replica{{Node: "b", Voter: true}, {Node: "c", Voter: true}}},
+		{ID: "g-30-39", Replicas: []Replica{{Node: "b", Voter: true}, {Node: "a"}}, Bootstrap: "a"},
+		{ID: "g-40-49", Replicas: []Replica{{Node: "a", Voter: true}, {Node: "c", Voter: true}}},
+	}}
+	local := []string{"g-10-19", "g-20-29", "g-40-49", "g-90-99", "global"}
+	leading := map[string][]Member{
+		"global":  {{Node: "a", Voter: true}, {Node: "b"}},                                        // promote b
+		"g-10-19": {{Node: "a", Voter: true}, {Node: "b", Voter: true}},                           // add c as learner
+		"g-20-29": {{Node: "a", Voter: true}, {Node: "b", Voter: true}, {Node: "c", Voter: true}}, // a leaves: transfer first
+		"g-40-49": {{Node: "a", Voter: true}, {Node: "c", Voter: true}, {Node: "d", Voter: true}}, // remove d
+	}
+	got := Actions("a", local, leading, p)
+	want := []Action{
+		{Kind: ActBoot, Group: "g-00-09"},
+		{Kind: ActStart, Group: "g-30-39"}, // named as bootstrap node but no longer alone: must not bootstrap
+		{Kind: ActStop, Group: "g-20-29"},
+		{Kind: ActStop, Group: "g-90-99"},
+		{Kind: ActPromote, Group: "global", Node: "b"},
+		{Kind: ActLearner, Group: "g-10-19", Node: "c"},
+		{Kind: ActTransfer, Group: "g-20-29"},
+		{Kind: ActRemove, Group: "g-40-49", Node: "d"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("actions\n got %+v\nwant %+v", got, want)
+	}
+	// A settled node has nothing to do.
+	if got := Actions("b", []string{"global", "g-10-19", "g-20-29", "g-30-39"}, nil, p); len(got) != 0 {
+		t.Fatalf("settled node got actions %+v", got)
+	}
+}

@@ -1,0 +1,123 @@
+package placement
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+)
+
+// Replica is one desired member of a group.
+type Replica struct {
+	Node  string `json:"node"`
+	Voter bool   `json:"voter"`
+}
+
+// GroupPlacement is the desired shape of one group.
+type GroupPlacement struct {
+	ID string `json:"id"`
+	// Shards is the shard range ("00-24"); empty for the global group.
+	Shards string `json:"shards,omitempty"`
+	// OwnerZone is the zone that owns the range (for the global group, the
+	// GZone if the topology has one).
+	OwnerZone string `json:"owner_zone,omitempty"`
+	// Replicas lists the nodes that should host the group.
+	Replicas []Replica `json:"replicas"`
+	// Bootstrap names the node that creates the group's first configuration.
+	// Only that node, and only while it is the group's sole replica, may
+	// bootstrap it.
+	Bootstrap string `json:"bootstrap,omitempty"`
+}
+
+// Replica returns the desired replica on node.
+func (g *GroupPlacement) Replica(node string) (Replica, bool) {
+	for _, r := range g.Replicas {
+		if r.Node == node {
+			return r, true
+		}
+	}
+	return Replica{}, false
+}
+
+// Voters returns the nodes that should be voters.
+func (g *GroupPlacement) Voters() []string {
+	var out []string
+	for _, r := range g.Replicas {
+		if r.Voter {
+			out = append(out, r.Node)
+		}
+	}
+	return out
+}
+
+// Placement is the desired state of the cluster, stored in the global group
+// and followed by every node's agent. Version increases with every change.
+type Placement struct {
+	Version  uint64           `json:"version"`
+	Topology *Topology        `json:"topology"`
+	Groups   []GroupPlacement `json:"groups"`
+}
+
+// Group returns the placement of group id.
+func (p *Placement) Group(id string) (*GroupPlacement, bool) {
+	for i := range p.Groups {
+		if p.Groups[i].ID == id {
+			return &p.Groups[i], true
+		}
+	}
+	return nil, false
+}
+
+// GroupForShard returns the group that serves shard.
+func (p *Placement) GroupForShard(shard int) (*GroupPlacement, bool) {
+	r, ok := p.Topology.RangeOf(shard)
+	if !ok {
+		return nil, false
+	}
+	return p.Group(r.GroupID())
+}
+
+// Clone returns a deep copy of p.
+func (p *Placement) Clone() *Placement {
+	b, err := json.Marshal(p)
+	if err != nil {
+		panic(err)
+	}
+	q, err := Decode(b)
+	if err != nil {
+		panic(err)
+	}
+	return q
+}
+
+// Encode returns the stored form of p.
+func (p *Placement) Encode() []byte {
+	b, err := json.Marshal(p)
+	if err != nil {
+		panic(err) // plain data: cannot fail
+	}
+	return b
+}
+
+// Decode parses a stored placement and validates its topology.
+func Decode(b []byte) (*Placement, error) {
+	var p Placement
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("placement: decode: %w", err)
+	}
+	if p.Topology == nil {
+		return nil, fmt.Errorf("placement: decode: no topology")
+	}
+	if err := p.Topology.Validate(); err != nil {
+		return nil, err
+	}
+	sort.Slice(p.Groups, func(i, j int) bool { return groupLess(p.Groups[i].ID, p.Groups[j].ID) })
+	return &p, nil
+}
+
+// groupLess orders the global group first, then data groups by id.
+func groupLess(a, b string) bool {
+	if a == GlobalGroup || b == GlobalGroup {
+		return a == GlobalGroup && b != GlobalGroup
+	}
+	return a < b
+}

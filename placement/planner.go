@@ -1,0 +1,276 @@
+package placement
+
+import (
+	"fmt"
+	"sort"
+	"time"
+)
+
+// NodeState is what the driver knows of a node, from membership.
+type NodeState struct {
+	Name string `json:"name"`
+	Zone string `json:"zone"`
+	City string `json:"city"`
+	// Alive reports whether membership sees the node as up.
+	Alive bool `json:"alive"`
+	// DownSince is when the node was first seen down; zero while alive.
+	DownSince time.Time `json:"down_since,omitzero"`
+}
+
+// Member is one server of a group's Raft configuration.
+type Member struct {
+	Node  string `json:"node"`
+	Voter bool   `json:"voter"`
+}
+
+// GroupState is a group as observed: its configuration and progress as its
+// leader reports them, and each replica's applied index.
+type GroupState struct {
+	ID string
+	// Leader is the leader's node name; "" when no leader is known.
+	Leader string
+	// Members is the configuration the leader holds.
+	Members []Member
+	// LeaderApplied is the leader's applied index.
+	LeaderApplied uint64
+	// Applied maps each reporting replica's node to its applied index.
+	Applied map[string]uint64
+}
+
+// ClusterState is the planner's input besides the placement itself.
+type ClusterState struct {
+	Now    time.Time
+	Nodes  []NodeState
+	Groups map[string]GroupState
+}
+
+// Options tune the planner.
+type Options struct {
+	// DeadAfter is how long a node must stay down before its replicas are
+	// replaced.
+	DeadAfter time.Duration
+	// CatchUpLag is how far (in entries) a learner may trail its leader and
+	// still be promoted to voter.
+	CatchUpLag uint64
+}
+
+// DefaultOptions returns the planner defaults.
+func DefaultOptions() Options {
+	return Options{DeadAfter: 30 * time.Second, CatchUpLag: 64}
+}
+
+// Decision kinds.
+const (
+	DecideCreate  = "create"
+	DecideAdd     = "add-learner"
+	DecidePromote = "promote"
+	DecideRemove  = "remove"
+)
+
+// Decision is one change the planner made to the placement.
+type Decision struct {
+	Kind   string `json:"kind"`
+	Group  string `json:"group"`
+	Node   string `json:"node"`
+	Reason string `json:"reason"`
+}
+
+func (d Decision) String() string {
+	return fmt.Sprintf("%s %s on %s: %s", d.Kind, d.Group, d.Node, d.Reason)
+}
+
+// Plan computes the next desired placement from the current one and the
+// observed cluster. It returns nil and no decisions when nothing should
+// change. Plan is pure: no clock, no I/O; s.Now is the time.
+//
+// Each group changes by at most one step per call, and only once its Raft
+// configuration matches its desired replicas, so that the agents carry out
+// one configuration change at a time: add a learner, promote it once caught
+// up, and only then remove a dead voter it replaces.
+func Plan(p *Placement, s ClusterState, o Options) (*Placement, []Decision) {
+	pl := planner{p: p.Clone(), s: s, o: o, nodes: map[string]NodeState{}}
+	for _, n := range s.Nodes {
+		pl.nodes[n.Name] = n
+	}
+	pl.createMissing()
+	for i := range pl.p.Groups {
+		pl.step(&pl.p.Groups[i])
+	}
+	if len(pl.out) == 0 {
+		return nil, nil
+	}
+	pl.p.Version++
+	return pl.p, pl.out
+}
+
+type planner struct {
+	p     *Placement
+	s     ClusterState
+	o     Options
+	nodes map[string]NodeState
+	out   []Decision
+}
+
+func (pl *planner) decide(kind, group, node, reason string) {
+	pl.out = append(pl.out, Decision{Kind: kind, Group: group, Node: node, Reason: reason})
+}
+
+// dead reports whether node has been down for DeadAfter (or is unknown to
+// membership altogether).
+func (pl *planner) dead(node string) bool {
+	n, ok := pl.nodes[node]
+	if !ok {
+		return true
+	}
+	return !n.Alive && !n.DownSince.IsZero() && pl.s.Now.Sub(n.DownSince) >= pl.o.DeadAfter
+}
+
+// eligible reports whether node may host a voter: alive and not in a czone.
+func (pl *planner) eligible(n NodeState) bool {
+	if !n.Alive {
+		return false
+	}
+	z, ok := pl.p.Topology.Zone(n.Zone)
+	return !ok || z.Kind != KindCZone
+}
+
+// load counts the replicas each node hosts.
+func (pl *planner) load() map[string]int {
+	m := map[string]int{}
+	for _, g := range pl.p.Groups {
+		for _, r := range g.Replicas {
+			m[r.Node]++
+		}
+	}
+	return m
+}
+
+// candidate picks the best node for a new replica of g: an eligible node not
+// already hosting g, in a zone g does not use yet if possible, then in the
+// preferred zone, then the least loaded.
+func (pl *planner) candidate(g *GroupPlacement, preferZone string) (string, bool) {
+	used := map[string]int{}
+	hosting := map[string]bool{}
+	for _, r := range g.Replicas {
+		hosting[r.Node] = true
+		if !pl.dead(r.Node) {
+			used[pl.nodes[r.Node].Zone]++
+		}
+	}
+	load := pl.load()
+	var cands []NodeState
+	for _, n := range pl.s.Nodes {
+		if pl.eligible(n) && !hosting[n.Name] {
+			cands = append(cands, n)
+		}
+	}
+	if len(cands) == 0 {
+		return "", false
+	}
+	sort.Slice(cands, func(i, j int) bool {
+		a, b := cands[i], cands[j]
+		if used[a.Zone] != used[b.Zone] {
+			return used[a.Zone] < used[b.Zone]
+		}
+		if (a.Zone == preferZone) != (b.Zone == preferZone) {
+			return a.Zone == preferZone
+		}
+		if load[a.Name] != load[b.Name] {
+			return load[a.Name] < load[b.Name]
+		}
+		return a.Name < b.Name
+	})
+	return cands[0].Name, true
+}
+
+// createMissing adds a group, with one bootstrapping replica, for every
+// topology range that has none.
+func (pl *planner) createMissing() {
+	for _, r := range pl.p.Topology.Ranges {
+		id := r.GroupID()
+		if _, ok := pl.p.Group(id); ok {
+			continue
+		}
+		g := GroupPlacement{ID: id, Shards: r.Shards, OwnerZone: r.Owner}
+		node, ok := pl.candidate(&g, r.Owner)
+		if !ok {
+			continue
+		}
+		g.Replicas = []Replica{{Node: node, Voter: true}}
+		g.Bootstrap = node
+		pl.p.Groups = append(pl.p.Groups, g)
+		pl.decide(DecideCreate, id, node, "range "+r.Shards+" has no group")
+	}
+	sort.Slice(pl.p.Groups, func(i, j int) bool { return groupLess(pl.p.Groups[i].ID, pl.p.Groups[j].ID) })
+}
+
+// settled reports whether the observed configuration equals the desired one.
+func settled(g *GroupPlacement, st GroupState) bool {
+	if len(st.Members) != len(g.Replicas) {
+		return false
+	}
+	for _, m := range st.Members {
+		r, ok := g.Replica(m.Node)
+		if !ok || r.Voter != m.Voter {
+			return false
+		}
+	}
+	return true
+}
+
+// step makes at most one change to g.
+func (pl *planner) step(g *GroupPlacement) {
+	st, ok := pl.s.Groups[g.ID]
+	if !ok || st.Leader == "" || !settled(g, st) {
+		return
+	}
+	want := pl.p.Topology.Replicas
+	prefer := g.OwnerZone
+	if g.ID == GlobalGroup {
+		prefer = pl.p.Topology.GZone()
+	}
+
+	// 1. Promote a learner that has caught up.
+	for i, r := range g.Replicas {
+		if r.Voter || pl.dead(r.Node) || !pl.nodes[r.Node].Alive {
+			continue
+		}
+		applied, ok := st.Applied[r.Node]
+		if ok && applied > 0 && applied+pl.o.CatchUpLag >= st.LeaderApplied {
+			g.Replicas[i].Voter = true
+			pl.decide(DecidePromote, g.ID, r.Node, fmt.Sprintf("caught up: applied %d, leader %d", applied, st.LeaderApplied))
+			return
+		}
+	}
+
+	healthyVoters, healthy := 0, 0
+	for _, r := range g.Replicas {
+		if !pl.dead(r.Node) {
+			healthy++
+			if r.Voter {
+				healthyVoters++
+			}
+		}
+	}
+	// 2. Remove a dead learner, or a dead voter once enough healthy voters
+	// replace it. Never the leader.
+	for i, r := range g.Replicas {
+		if !pl.dead(r.Node) || r.Node == st.Leader {
+			continue
+		}
+		if r.Voter && healthyVoters < want {
+			continue
+		}
+		g.Replicas = append(g.Replicas[:i:i], g.Replicas[i+1:]...)
+		pl.decide(DecideRemove, g.ID, r.Node, fmt.Sprintf("node down for %s or more", pl.o.DeadAfter))
+		return
+	}
+
+	// 3. Add a learner while fewer than the wanted replicas are healthy.
+	if healthy < want {
+		if node, ok := pl.candidate(g, prefer); ok {
+			g.Replicas = append(g.Replicas, Replica{Node: node})
+			pl.decide(DecideAdd, g.ID, node, fmt.Sprintf("%d of %d replicas healthy", healthy, want))
+		}
+	}
+}

@@ -1,0 +1,216 @@
+package placement
+
+import (
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+)
+
+// sim is a tiny cluster model: the agents carry out every placement at once
+// (the Raft configuration follows the desired replicas), and a learner has
+// caught up by the next round.
+type sim struct {
+	t     *testing.T
+	now   time.Time
+	p     *Placement
+	nodes map[string]*NodeState
+	opts  Options
+}
+
+func newSim(t *testing.T, topo *Topology, first NodeState) *sim {
+	first.Alive = true
+	s := &sim{t: t, now: time.Unix(1_700_000_000, 0), nodes: map[string]*NodeState{first.Name: &first}, opts: DefaultOptions()}
+	s.p = &Placement{Version: 1, Topology: topo, Groups: []GroupPlacement{{ID: GlobalGroup, Replicas: []Replica{{Node: first.Name, Voter: true}}, Bootstrap: first.Name}}}
+	return s
+}
+
+func (s *sim) join(name, zone string) {
+	s.nodes[name] = &NodeState{Name: name, Zone: zone, Alive: true}
+}
+
+func (s *sim) kill(name string) {
+	n := s.nodes[name]
+	n.Alive, n.DownSince = false, s.now
+}
+
+func (s *sim) state() ClusterState {
+	cs := ClusterState{Now: s.now, Groups: map[string]GroupState{}}
+	var names []string
+	for n := range s.nodes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		cs.Nodes = append(cs.Nodes, *s.nodes[n])
+	}
+	for _, g := range s.p.Groups {
+		st := GroupState{ID: g.ID, LeaderApplied: 100, Applied: map[string]uint64{}}
+		for _, r := range g.Replicas {
+			st.Members = append(st.Members, Member{Node: r.Node, Voter: r.Voter})
+			if s.nodes[r.Node].Alive {
+				st.Applied[r.Node] = 100
+				if st.Leader == "" && r.Voter {
+					st.Leader = r.Node
+				}
+			}
+		}
+		cs.Groups[g.ID] = st
+	}
+	return cs
+}
+
+// settle runs the planner until it has nothing more to do.
+func (s *sim) settle() []Decision {
+	var all []Decision
+	for i := 0; i < 100; i++ {
+		next, ds := Plan(s.p, s.state(), s.opts)
+		if next == nil {
+			return all
+		}
+		if next.Version != s.p.Version+1 {
+			s.t.Fatalf("version %d after %d", next.Version, s.p.Version)
+		}
+		s.p = next
+		all = append(all, ds...)
+		s.now = s.now.Add(time.Second)
+	}
+	s.t.Fatal("planner did not settle in 100 rounds")
+	return nil
+}
+
+// check asserts the placement invariants: every group has want voters on
+// distinct nodes, no czone node hosts a replica, and, when there are enough
+// zones, the voters sit in distinct zones.
+func (s *sim) check(want int, distinctZones bool) {
+	s.t.Helper()
+	if got := len(s.p.Groups); got != len(s.p.Topology.Ranges)+1 {
+		s.t.Fatalf("%d groups, want %d", got, len(s.p.Topology.Ranges)+1)
+	}
+	for _, g := range s.p.Groups {
+		voters := g.Voters()
+		if len(voters) != want || len(g.Replicas) != want {
+			s.t.Fatalf("%s: replicas %+v, want %d voters", g.ID, g.Replicas, want)
+		}
+		zones := map[string]bool{}
+		for _, v := range voters {
+			n := s.nodes[v]
+			if !n.Alive {
+				s.t.Fatalf("%s keeps a replica on dead node %s", g.ID, v)
+			}
+			if z, ok := s.p.Topology.Zone(n.Zone); ok && z.Kind == KindCZone {
+				s.t.Fatalf("%s has a replica on czone node %s", g.ID, v)
+			}
+			zones[n.Zone] = true
+		}
+		if distinctZones && len(zones) != want {
+			s.t.Fatalf("%s voters %v share zones", g.ID, voters)
+		}
+	}
+}
+
+func TestPlanGrowsToThreeReplicas(t *testing.T) {
+	s := newSim(t, DefaultTopology("z", "c"), NodeState{Name: "n1", Zone: "z"})
+	ds := s.settle()
+	s.check(1, false)
+	if ds[0].Kind != DecideCreate {
+		t.Fatalf("first decision %v, want create", ds[0])
+	}
+	s.join("n2", "z")
+	s.settle()
+	s.check(2, false)
+	s.join("n3", "z")
+	s.settle()
+	s.check(3, false)
+	// A fourth node receives no replica of a full group but is used for
+	// replacements.
+	s.join("n4", "z")
+	if next, _ := Plan(s.p, s.state(), s.opts); next != nil {
+		t.Fatal("planner changed a fully replicated cluster")
+	}
+}
+
+func TestPlanDistinctZonesAndCZone(t *testing.T) {
+	topo, err := ParseTopology([]byte(example))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSim(t, topo, NodeState{Name: "g1", Zone: "gz"})
+	for _, n := range []struct{ name, zone string }{{"a1", "rz0"}, {"a2", "rz0"}, {"b1", "rz1"}, {"c1", "rz2"}, {"cz1", "cz-sh"}} {
+		s.join(n.name, n.zone)
+	}
+	s.settle()
+	s.check(3, true)
+	// The owner zone holds a replica of each of its ranges.
+	for _, g := range s.p.Groups {
+		if g.ID == GlobalGroup {
+			continue
+		}
+		found := false
+		for _, r := range g.Replicas {
+			found = found || s.nodes[r.Node].Zone == g.OwnerZone
+		}
+		if !found {
+			t.Errorf("%s has no replica in its owner zone %s: %+v", g.ID, g.OwnerZone, g.Replicas)
+		}
+	}
+}
+
+func TestPlanReplacesDeadNode(t *testing.T) {
+	s := newSim(t, DefaultTopology("z", "c"), NodeState{Name: "n1", Zone: "z"})
+	for i := 2; i <= 4; i++ {
+		s.join(fmt.Sprintf("n%d", i), "z")
+	}
+	s.settle()
+	s.check(3, false)
+	var victim string
+	for _, r := range s.p.Groups[1].Replicas {
+		if r.Node != "n1" {
+			victim = r.Node
+		}
+	}
+	s.kill(victim)
+	// Not yet dead for long enough: nothing moves.
+	if next, _ := Plan(s.p, s.state(), s.opts); next != nil {
+		t.Fatal("planner replaced a node that is down for less than DeadAfter")
+	}
+	s.now = s.now.Add(s.opts.DeadAfter)
+	ds := s.settle()
+	s.check(3, false)
+	// The replacement was added and promoted before the dead voter left.
+	order := map[string][]string{}
+	for _, d := range ds {
+		order[d.Group] = append(order[d.Group], d.Kind)
+	}
+	for g, kinds := range order {
+		if fmt.Sprint(kinds) != fmt.Sprint([]string{DecideAdd, DecidePromote, DecideRemove}) {
+			t.Errorf("%s: decisions %v, want add, promote, remove", g, kinds)
+		}
+	}
+}
+
+func TestPlanKeepsDeadVoterWithoutReplacement(t *testing.T) {
+	s := newSim(t, DefaultTopology("z", "c"), NodeState{Name: "n1", Zone: "z"})
+	s.join("n2", "z")
+	s.join("n3", "z")
+	s.settle()
+	s.kill("n3")
+	s.now = s.now.Add(time.Hour)
+	if next, ds := Plan(s.p, s.state(), s.opts); next != nil {
+		t.Fatalf("planner removed a voter with no replacement: %v", ds)
+	}
+}
+
+func TestPlanWaitsForConfiguration(t *testing.T) {
+	s := newSim(t, DefaultTopology("z", "c"), NodeState{Name: "n1", Zone: "z"})
+	s.settle()
+	s.join("n2", "z")
+	next, _ := Plan(s.p, s.state(), s.opts)
+	// The agents have not carried the learners out yet: observed state is
+	// the old one, so the planner must not stack a second change.
+	st := s.state()
+	s.p = next
+	if again, ds := Plan(s.p, st, s.opts); again != nil {
+		t.Fatalf("planner made a second change before the first was carried out: %v", ds)
+	}
+}
