@@ -34,6 +34,9 @@ type DriverConfig struct {
 	Interval time.Duration
 	Options  Options
 	Logger   *slog.Logger
+	// Wake, if set, starts a round early when it receives (for example on
+	// a membership change).
+	Wake <-chan struct{}
 }
 
 // Driver runs the planner on a ticker while its node leads the global group,
@@ -85,6 +88,7 @@ func (d *Driver) run(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-d.kick:
+		case <-d.cfg.Wake:
 		}
 		if !d.c.Leading() {
 			continue

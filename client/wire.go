@@ -1,0 +1,143 @@
+package client
+
+// The JSON bodies of the HTTP API. The server encodes and decodes these same
+// types, so the client and the server cannot drift apart.
+
+// Response headers.
+const (
+	// HeaderVersion carries a key's version on GET /v1/kv and /v1/global.
+	HeaderVersion = "X-Ldc-Version"
+	// HeaderAppliedIndex carries the serving replica's applied index on a
+	// stale read.
+	HeaderAppliedIndex = "X-Ldc-Applied-Index"
+	// HeaderLeaderHTTP names the HTTP address of the node that served a
+	// request at the group's leader; clients cache it.
+	HeaderLeaderHTTP = "X-Ldc-Leader-Http"
+	// HeaderGroup names the group that served the request.
+	HeaderGroup = "X-Ldc-Group"
+	// HeaderHops counts forwards between nodes; it bounds forwarding loops.
+	HeaderHops = "X-Ldc-Hops"
+)
+
+// WriteResult answers a put or delete.
+type WriteResult struct {
+	// Version is the Raft index of the write: the key's new version for a
+	// put; for a delete, the index at which it was applied.
+	Version uint64 `json:"version"`
+	// Deleted reports, for a delete, whether the key existed.
+	Deleted *bool `json:"deleted,omitempty"`
+	// PrevVersion is, for a delete, the version the key had.
+	PrevVersion uint64 `json:"prev_version,omitempty"`
+}
+
+// ErrorBody is the body of every error response.
+type ErrorBody struct {
+	Error string `json:"error"`
+	// Version is the key's current version, on a failed compare-and-set
+	// (412); 0 means the key does not exist.
+	Version *uint64 `json:"version,omitempty"`
+	// Indeterminate is true when a write's outcome is unknown (504).
+	Indeterminate bool `json:"indeterminate,omitempty"`
+}
+
+// KV is one key of a list or txn answer. Value holds the value when it is
+// valid UTF-8; otherwise ValueBase64 holds it.
+type KV struct {
+	Key         string `json:"key"`
+	Value       string `json:"value,omitempty"`
+	ValueBase64 string `json:"value_base64,omitempty"`
+	Version     uint64 `json:"version"`
+}
+
+// ListResult answers GET /v1/kv/{uid}/?prefix=P&limit=N.
+type ListResult struct {
+	KVs []KV `json:"kvs"`
+	// More is true when more keys match than limit allowed.
+	More bool `json:"more"`
+}
+
+// Compare is one condition of a transaction.
+type Compare struct {
+	Key string `json:"key"`
+	// Target is "version" (default when Value is empty) or "value".
+	Target string `json:"target,omitempty"`
+	// Op is one of "=" (default), "!=", "<", ">".
+	Op      string `json:"op,omitempty"`
+	Version uint64 `json:"version,omitempty"`
+	Value   string `json:"value,omitempty"`
+	// ValueBase64 may carry a binary value instead of Value.
+	ValueBase64 string `json:"value_base64,omitempty"`
+}
+
+// Op is one operation of a transaction branch.
+type Op struct {
+	// Op is "put", "delete" or "get".
+	Op          string `json:"op"`
+	Key         string `json:"key"`
+	Value       string `json:"value,omitempty"`
+	ValueBase64 string `json:"value_base64,omitempty"`
+}
+
+// TxnRequest is the body of POST /v1/txn/{uid}: if every compare holds,
+// Then runs, otherwise Else runs, atomically.
+type TxnRequest struct {
+	Compare []Compare `json:"compare,omitempty"`
+	Then    []Op      `json:"then,omitempty"`
+	Else    []Op      `json:"else,omitempty"`
+}
+
+// OpResult is the outcome of one Op.
+type OpResult struct {
+	Op          string `json:"op"`
+	Key         string `json:"key"`
+	Found       bool   `json:"found"`
+	Version     uint64 `json:"version"`
+	Value       string `json:"value,omitempty"`
+	ValueBase64 string `json:"value_base64,omitempty"`
+}
+
+// TxnResult answers a transaction.
+type TxnResult struct {
+	// Succeeded says whether the compares held: true means Then ran.
+	Succeeded bool `json:"succeeded"`
+	// Version is the Raft index the transaction was applied at: the new
+	// version of every key it wrote.
+	Version uint64     `json:"version"`
+	Results []OpResult `json:"results"`
+}
+
+// NodeInfo is one node of GET /v1/cluster.
+type NodeInfo struct {
+	Name     string `json:"name"`
+	Zone     string `json:"zone"`
+	City     string `json:"city"`
+	Status   string `json:"status"` // alive, failed, left
+	HTTPAddr string `json:"http_addr"`
+	RaftAddr string `json:"raft_addr"`
+}
+
+// GroupInfo is one group of GET /v1/cluster.
+type GroupInfo struct {
+	ID           string   `json:"id"`
+	Shards       string   `json:"shards,omitempty"`
+	OwnerZone    string   `json:"owner_zone,omitempty"`
+	Leader       string   `json:"leader"`
+	LeaderZone   string   `json:"leader_zone"`
+	LeaderHTTP   string   `json:"leader_http"`
+	Term         uint64   `json:"term"`
+	Voters       []string `json:"voters"`
+	Nonvoters    []string `json:"nonvoters"`
+	AppliedIndex uint64   `json:"applied_index"`
+	// Desired lists the replicas placement wants, when they differ from the
+	// configuration (a change is in progress).
+	Desired []string `json:"desired,omitempty"`
+}
+
+// ClusterInfo answers GET /v1/cluster.
+type ClusterInfo struct {
+	Nodes            []NodeInfo  `json:"nodes"`
+	Groups           []GroupInfo `json:"groups"`
+	PlacementVersion uint64      `json:"placement_version"`
+	// Leader is the node that leads the global group and answered.
+	Leader string `json:"leader"`
+}

@@ -1,0 +1,423 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ldcd/ldcd/client"
+	"github.com/ldcd/ldcd/placement"
+	"github.com/ldcd/ldcd/server"
+	"github.com/urfave/cli/v2"
+)
+
+func run(ctx context.Context, args []string) error {
+	return newApp().RunContext(ctx, args)
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:  "ldcd",
+		Usage: "a distributed key-value store for Logical Data Center (LDC) deployments",
+		Description: "Users are split by the last two digits of their userId into 100 shards; shard ranges\n" +
+			"are owned by zones, each range is replicated by its own Raft group, and global data\n" +
+			"lives in one global group. Start a node with `ldcd start`; talk to it with curl,\n" +
+			"the Go client, or the kv, global and status commands below.",
+		Commands:        []*cli.Command{startCommand(), kvCommand(), globalCommand(), statusCommand()},
+		HideHelpCommand: true,
+	}
+}
+
+func env(name string) []string { return []string{"LDCD_" + name} }
+
+func startCommand() *cli.Command {
+	d := server.DefaultConfig()
+	return &cli.Command{
+		Name:  "start",
+		Usage: "start a node (with no flags: a single-node cluster in ./ldcd-data on 127.0.0.1:7070)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "name", Value: d.Name, EnvVars: env("NAME"), Usage: "node name, unique in the cluster"},
+			&cli.StringFlag{Name: "data-dir", Value: d.DataDir, EnvVars: env("DATA_DIR"), Usage: "directory for the node's data"},
+			&cli.StringFlag{Name: "zone", Value: d.Zone, EnvVars: env("ZONE"), Usage: "the zone this node is in"},
+			&cli.StringFlag{Name: "city", Value: d.City, EnvVars: env("CITY"), Usage: "the city this node is in"},
+			&cli.StringFlag{Name: "http-addr", Value: d.HTTPAddr, EnvVars: env("HTTP_ADDR"), Usage: "bind address of the HTTP API"},
+			&cli.StringFlag{Name: "raft-addr", Value: d.RaftAddr, EnvVars: env("RAFT_ADDR"), Usage: "bind address of Raft traffic (one port for all groups)"},
+			&cli.StringFlag{Name: "gossip-addr", Value: d.GossipAddr, EnvVars: env("GOSSIP_ADDR"), Usage: "bind address of membership gossip (TCP and UDP)"},
+			&cli.StringFlag{Name: "advertise-host", EnvVars: env("ADVERTISE_HOST"), Usage: "host other nodes use to reach this one (default: the bind host)"},
+			&cli.StringSliceFlag{Name: "join", EnvVars: env("JOIN"), Usage: "gossip address of an existing node (repeatable); omit on the first node"},
+			&cli.StringFlag{Name: "topology", EnvVars: env("TOPOLOGY"), Usage: "YAML topology file, read by the first node only"},
+			&cli.IntFlag{Name: "max-value-size", Value: d.MaxValueSize, EnvVars: env("MAX_VALUE_SIZE"), Usage: "largest value accepted, in bytes"},
+			&cli.DurationFlag{Name: "request-timeout", Value: d.RequestTimeout, EnvVars: env("REQUEST_TIMEOUT"), Usage: "upper bound of a request"},
+			&cli.DurationFlag{Name: "dead-node-timeout", Value: d.DeadNodeTimeout, EnvVars: env("DEAD_NODE_TIMEOUT"), Usage: "how long a node stays down before its replicas are replaced"},
+			&cli.DurationFlag{Name: "heartbeat-timeout", Value: d.Raft.HeartbeatTimeout, EnvVars: env("HEARTBEAT_TIMEOUT"), Usage: "Raft heartbeat timeout of every group"},
+			&cli.DurationFlag{Name: "election-timeout", Value: d.Raft.ElectionTimeout, EnvVars: env("ELECTION_TIMEOUT"), Usage: "Raft election timeout of every group"},
+			&cli.Uint64Flag{Name: "snapshot-threshold", Value: d.Raft.SnapshotThreshold, EnvVars: env("SNAPSHOT_THRESHOLD"), Usage: "log entries between snapshots of a group"},
+			&cli.Uint64Flag{Name: "trailing-logs", Value: d.Raft.TrailingLogs, EnvVars: env("TRAILING_LOGS"), Usage: "log entries kept after a snapshot"},
+			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("LOG_LEVEL"), Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("LOG_FORMAT"), Usage: "text or json"},
+		},
+		Action: func(c *cli.Context) error {
+			cfg := server.DefaultConfig()
+			cfg.Name = c.String("name")
+			cfg.DataDir = c.String("data-dir")
+			cfg.Zone = c.String("zone")
+			cfg.City = c.String("city")
+			cfg.HTTPAddr = c.String("http-addr")
+			cfg.RaftAddr = c.String("raft-addr")
+			cfg.GossipAddr = c.String("gossip-addr")
+			cfg.AdvertiseHost = c.String("advertise-host")
+			for _, j := range c.StringSlice("join") {
+				for _, part := range strings.Split(j, ",") {
+					if part = strings.TrimSpace(part); part != "" {
+						cfg.Join = append(cfg.Join, part)
+					}
+				}
+			}
+			cfg.MaxValueSize = c.Int("max-value-size")
+			cfg.RequestTimeout = c.Duration("request-timeout")
+			cfg.DeadNodeTimeout = c.Duration("dead-node-timeout")
+			cfg.Raft.HeartbeatTimeout = c.Duration("heartbeat-timeout")
+			cfg.Raft.ElectionTimeout = c.Duration("election-timeout")
+			cfg.Raft.LeaderLeaseTimeout = cfg.Raft.HeartbeatTimeout / 2
+			cfg.Raft.SnapshotThreshold = c.Uint64("snapshot-threshold")
+			cfg.Raft.TrailingLogs = c.Uint64("trailing-logs")
+			if path := c.String("topology"); path != "" {
+				b, err := os.ReadFile(path)
+				if err != nil {
+					return fmt.Errorf("topology: %w", err)
+				}
+				topo, err := placement.ParseTopology(b)
+				if err != nil {
+					return fmt.Errorf("%s: %w", path, err)
+				}
+				cfg.Topology = topo
+			}
+			logger, err := newLogger(c.String("log-level"), c.String("log-format"), os.Stderr)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = logger
+			s, err := server.New(cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "ldcd %s serving HTTP on http://%s (data in %s); Ctrl-C stops it\n", cfg.Name, s.HTTPAddr(), cfg.DataDir)
+			<-c.Context.Done()
+			return s.Close()
+		},
+	}
+}
+
+func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+var endpointsFlag = &cli.StringSliceFlag{Name: "endpoints", Value: cli.NewStringSlice("127.0.0.1:7070"), EnvVars: env("ENDPOINTS"), Usage: "HTTP addresses of nodes"}
+
+func newClient(c *cli.Context) (*client.Client, error) {
+	var eps []string
+	for _, e := range c.StringSlice("endpoints") {
+		eps = append(eps, strings.Split(e, ",")...)
+	}
+	return client.New(client.Config{Endpoints: eps, Timeout: c.Duration("timeout")})
+}
+
+var timeoutFlag = &cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "give up after this long"}
+
+func clientFlags(extra ...cli.Flag) []cli.Flag {
+	return append([]cli.Flag{endpointsFlag, timeoutFlag}, extra...)
+}
+
+func uidOf(c *cli.Context) (uint64, error) {
+	if !c.IsSet("uid") {
+		return 0, errors.New("--uid is required")
+	}
+	return placement.ParseUID(c.String("uid"))
+}
+
+func casOf(c *cli.Context) (*uint64, error) {
+	if !c.IsSet("cas") {
+		return nil, nil
+	}
+	v, err := strconv.ParseUint(c.String("cas"), 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("--cas %q: want a version number (0: the key must not exist)", c.String("cas"))
+	}
+	return &v, nil
+}
+
+// keyOps is what the kv and global commands do, for a user or for global
+// data.
+type keyOps struct {
+	put  func(ctx context.Context, cl *client.Client, key string, val []byte, cas *uint64) (uint64, error)
+	get  func(ctx context.Context, cl *client.Client, key string, stale bool) (*client.Value, error)
+	del  func(ctx context.Context, cl *client.Client, key string, cas *uint64) (bool, error)
+	list func(ctx context.Context, cl *client.Client, prefix string, limit int, stale bool) (*client.ListResult, error)
+}
+
+func staleOpts(stale bool) []client.ReadOption {
+	if stale {
+		return []client.ReadOption{client.Stale()}
+	}
+	return nil
+}
+
+func keyCommands(name, usage string, needUID bool, ops func(c *cli.Context) (keyOps, error)) *cli.Command {
+	var uidFlags []cli.Flag
+	argsPrefix := ""
+	if needUID {
+		uidFlags = []cli.Flag{&cli.StringFlag{Name: "uid", Usage: "userId (decimal, 0 to 2^63-1)"}}
+		argsPrefix = "--uid U "
+	}
+	flags := func(extra ...cli.Flag) []cli.Flag { return clientFlags(append(uidFlags, extra...)...) }
+	casFlag := &cli.StringFlag{Name: "cas", Usage: "write only if the key's version is this (0: the key must not exist)"}
+	staleFlag := &cli.BoolFlag{Name: "stale", Usage: "read from the nearest replica, which may lag"}
+	withOps := func(c *cli.Context, nargs string, min, max int) (keyOps, *client.Client, error) {
+		if n := c.NArg(); n < min || n > max {
+			return keyOps{}, nil, fmt.Errorf("usage: ldcd %s %s %s%s", name, c.Command.Name, argsPrefix, nargs)
+		}
+		o, err := ops(c)
+		if err != nil {
+			return keyOps{}, nil, err
+		}
+		cl, err := newClient(c)
+		return o, cl, err
+	}
+	return &cli.Command{
+		Name:  name,
+		Usage: usage,
+		Subcommands: []*cli.Command{
+			{
+				Name: "put", Usage: "write a value (VALUE, or standard input if omitted)", ArgsUsage: argsPrefix + "KEY [VALUE]",
+				Flags: flags(casFlag),
+				Action: func(c *cli.Context) error {
+					o, cl, err := withOps(c, "KEY [VALUE]", 1, 2)
+					if err != nil {
+						return err
+					}
+					cas, err := casOf(c)
+					if err != nil {
+						return err
+					}
+					var val []byte
+					if c.NArg() == 2 {
+						val = []byte(c.Args().Get(1))
+					} else if val, err = io.ReadAll(os.Stdin); err != nil {
+						return err
+					}
+					v, err := o.put(c.Context, cl, c.Args().Get(0), val, cas)
+					if err != nil {
+						return err
+					}
+					fmt.Printf("version %d\n", v)
+					return nil
+				},
+			},
+			{
+				Name: "get", Usage: "print a value", ArgsUsage: argsPrefix + "KEY",
+				Flags: flags(staleFlag),
+				Action: func(c *cli.Context) error {
+					o, cl, err := withOps(c, "KEY", 1, 1)
+					if err != nil {
+						return err
+					}
+					v, err := o.get(c.Context, cl, c.Args().Get(0), c.Bool("stale"))
+					if err != nil {
+						return err
+					}
+					os.Stdout.Write(v.Data)
+					fmt.Println()
+					fmt.Fprintf(os.Stderr, "version %d\n", v.Version)
+					return nil
+				},
+			},
+			{
+				Name: "del", Usage: "delete a key", ArgsUsage: argsPrefix + "KEY",
+				Flags: flags(casFlag),
+				Action: func(c *cli.Context) error {
+					o, cl, err := withOps(c, "KEY", 1, 1)
+					if err != nil {
+						return err
+					}
+					cas, err := casOf(c)
+					if err != nil {
+						return err
+					}
+					found, err := o.del(c.Context, cl, c.Args().Get(0), cas)
+					if err != nil {
+						return err
+					}
+					if found {
+						fmt.Println("deleted")
+					} else {
+						fmt.Println("not found")
+					}
+					return nil
+				},
+			},
+			{
+				Name: "list", Usage: "list keys, values and versions", ArgsUsage: argsPrefix,
+				Flags: flags(&cli.StringFlag{Name: "prefix"}, &cli.IntFlag{Name: "limit", Value: 100}, staleFlag),
+				Action: func(c *cli.Context) error {
+					o, cl, err := withOps(c, "", 0, 0)
+					if err != nil {
+						return err
+					}
+					lr, err := o.list(c.Context, cl, c.String("prefix"), c.Int("limit"), c.Bool("stale"))
+					if err != nil {
+						return err
+					}
+					tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "KEY\tVERSION\tVALUE")
+					for _, kv := range lr.KVs {
+						v := kv.Value
+						if kv.ValueBase64 != "" {
+							v = "base64:" + kv.ValueBase64
+						}
+						fmt.Fprintf(tw, "%s\t%d\t%s\n", kv.Key, kv.Version, v)
+					}
+					tw.Flush()
+					if lr.More {
+						fmt.Println("(more keys follow; raise --limit)")
+					}
+					return nil
+				},
+			},
+		},
+	}
+}
+
+func kvCommand() *cli.Command {
+	return keyCommands("kv", "read and write a user's keys", true, func(c *cli.Context) (keyOps, error) {
+		uid, err := uidOf(c)
+		if err != nil {
+			return keyOps{}, err
+		}
+		return keyOps{
+			put: func(ctx context.Context, cl *client.Client, k string, v []byte, cas *uint64) (uint64, error) {
+				if cas != nil {
+					return cl.CompareAndSwap(ctx, uid, k, v, *cas)
+				}
+				return cl.Put(ctx, uid, k, v)
+			},
+			get: func(ctx context.Context, cl *client.Client, k string, stale bool) (*client.Value, error) {
+				return cl.Get(ctx, uid, k, staleOpts(stale)...)
+			},
+			del: func(ctx context.Context, cl *client.Client, k string, cas *uint64) (bool, error) {
+				if cas != nil {
+					return cl.CompareAndDelete(ctx, uid, k, *cas)
+				}
+				return cl.Delete(ctx, uid, k)
+			},
+			list: func(ctx context.Context, cl *client.Client, p string, limit int, stale bool) (*client.ListResult, error) {
+				return cl.List(ctx, uid, p, limit, staleOpts(stale)...)
+			},
+		}, nil
+	})
+}
+
+func globalCommand() *cli.Command {
+	return keyCommands("global", "read and write global keys (the global group)", false, func(c *cli.Context) (keyOps, error) {
+		return keyOps{
+			put: func(ctx context.Context, cl *client.Client, k string, v []byte, cas *uint64) (uint64, error) {
+				if cas != nil {
+					return cl.GlobalCompareAndSwap(ctx, k, v, *cas)
+				}
+				return cl.GlobalPut(ctx, k, v)
+			},
+			get: func(ctx context.Context, cl *client.Client, k string, stale bool) (*client.Value, error) {
+				return cl.GlobalGet(ctx, k, staleOpts(stale)...)
+			},
+			del: func(ctx context.Context, cl *client.Client, k string, cas *uint64) (bool, error) {
+				if cas != nil {
+					return false, errors.New("--cas is not supported on global del yet")
+				}
+				return cl.GlobalDelete(ctx, k)
+			},
+			list: func(ctx context.Context, cl *client.Client, p string, limit int, stale bool) (*client.ListResult, error) {
+				return cl.GlobalList(ctx, p, limit, staleOpts(stale)...)
+			},
+		}, nil
+	})
+}
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show the cluster's nodes and groups with their leaders",
+		Flags: clientFlags(),
+		Action: func(c *cli.Context) error {
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			info, err := cl.Cluster(c.Context)
+			if err != nil {
+				return err
+			}
+			printStatus(os.Stdout, info)
+			return nil
+		},
+	}
+}
+
+func printStatus(w io.Writer, info *client.ClusterInfo) {
+	fmt.Fprintf(w, "placement version %d, answered by %s\n\n", info.PlacementVersion, info.Leader)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tZONE\tCITY\tSTATUS\tHTTP")
+	for _, n := range info.Nodes {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, n.Zone, n.City, n.Status, n.HTTPAddr)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	groups := append([]client.GroupInfo(nil), info.Groups...)
+	sort.SliceStable(groups, func(i, j int) bool {
+		return groups[i].ID == placement.GlobalGroup && groups[j].ID != placement.GlobalGroup
+	})
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GROUP\tSHARDS\tOWNER\tLEADER\tLEADER ZONE\tTERM\tVOTERS\tNONVOTERS\tAPPLIED")
+	for _, g := range groups {
+		shards := g.Shards
+		if shards == "" {
+			shards = "-"
+		}
+		leader := g.Leader
+		if leader == "" {
+			leader = "(none)"
+		}
+		dash := func(s []string) string {
+			if len(s) == 0 {
+				return "-"
+			}
+			return strings.Join(s, ",")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\n", g.ID, shards, dashStr(g.OwnerZone), leader, dashStr(g.LeaderZone), g.Term, dash(g.Voters), dash(g.Nonvoters), g.AppliedIndex)
+	}
+	tw.Flush()
+}
+
+func dashStr(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

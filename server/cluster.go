@@ -1,0 +1,82 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/ldcd/ldcd/client"
+	"github.com/ldcd/ldcd/placement"
+)
+
+// handleCluster answers GET /v1/cluster from the placement driver's latest
+// observation, on the global group's leader; other nodes forward there.
+func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		writeError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed here; use GET")
+		return
+	}
+	if !s.pd.Leading() {
+		ctx, cancel, err := s.requestContext(r)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		defer cancel()
+		s.forward(ctx, w, r, nil, placement.GlobalGroup, false)
+		return
+	}
+	obs := s.pd.lastObservation()
+	p, _ := s.currentPlacement()
+	if obs == nil || p == nil {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "the cluster view is not ready yet")
+		return
+	}
+	writeJSON(w, http.StatusOK, clusterInfo(s.cfg.Name, obs, p))
+}
+
+func clusterInfo(self string, obs *observation, p *placement.Placement) client.ClusterInfo {
+	info := client.ClusterInfo{PlacementVersion: p.Version, Leader: self, Nodes: []client.NodeInfo{}, Groups: []client.GroupInfo{}}
+	byName := map[string]member{}
+	for _, m := range obs.Members {
+		byName[m.Name] = m
+		info.Nodes = append(info.Nodes, client.NodeInfo{Name: m.Name, Zone: m.Zone, City: m.City, Status: m.Status.String(), HTTPAddr: m.HTTP, RaftAddr: m.Raft})
+	}
+	for _, gp := range p.Groups {
+		gi := client.GroupInfo{ID: gp.ID, Shards: gp.Shards, OwnerZone: gp.OwnerZone, Voters: []string{}, Nonvoters: []string{}}
+		gs, ok := obs.State.Groups[gp.ID]
+		if ok && gs.Leader != "" {
+			gi.Leader = gs.Leader
+			gi.LeaderZone = byName[gs.Leader].Zone
+			gi.LeaderHTTP = byName[gs.Leader].HTTP
+			gi.AppliedIndex = gs.LeaderApplied
+			for _, st := range obs.Statuses[gs.Leader].Groups {
+				if st.ID == gp.ID {
+					gi.Term = st.Term
+				}
+			}
+			for _, m := range gs.Members {
+				if m.Voter {
+					gi.Voters = append(gi.Voters, m.Node)
+				} else {
+					gi.Nonvoters = append(gi.Nonvoters, m.Node)
+				}
+			}
+		}
+		desired := map[string]bool{}
+		for _, r := range gp.Replicas {
+			desired[r.Node] = r.Voter
+		}
+		same := len(desired) == len(gi.Voters)+len(gi.Nonvoters)
+		for _, v := range gi.Voters {
+			same = same && desired[v]
+		}
+		if !same {
+			for _, r := range gp.Replicas {
+				gi.Desired = append(gi.Desired, r.Node)
+			}
+		}
+		info.Groups = append(info.Groups, gi)
+	}
+	return info
+}

@@ -1,0 +1,118 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/ldcd/ldcd/placement"
+	"github.com/ldcd/ldcd/raftgroup"
+)
+
+// Config configures a node. Build it with DefaultConfig; the CLI fills it.
+type Config struct {
+	// Name is the node's name, unique in the cluster; its Raft server id.
+	Name string
+	// DataDir holds every group's files and the membership snapshot.
+	DataDir string
+	// Zone and City place the node in the topology.
+	Zone string
+	City string
+
+	// Bind addresses (host:port).
+	HTTPAddr   string
+	RaftAddr   string
+	GossipAddr string
+	// AdvertiseHost is the host other nodes use to reach this one; by
+	// default the host of each bind address (127.0.0.1 if that is empty or
+	// unspecified).
+	AdvertiseHost string
+
+	// Join lists gossip addresses of existing members. Empty on the first
+	// node, which bootstraps a new cluster.
+	Join []string
+	// Topology is used by the first node only; nil means the default
+	// topology: this node's zone owns all 100 shards in 10 ranges.
+	Topology *placement.Topology
+
+	// MaxValueSize is the largest value accepted, in bytes.
+	MaxValueSize int
+	// RequestTimeout bounds each request (a client may ask for less).
+	RequestTimeout time.Duration
+	// DeadNodeTimeout is how long a node stays down before its replicas
+	// are replaced elsewhere.
+	DeadNodeTimeout time.Duration
+	// PlacementInterval is how often the placement driver and agents run.
+	PlacementInterval time.Duration
+
+	// Raft tuning, passed to every group.
+	Raft raftgroup.Config
+
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a single-node configuration serving HTTP on
+// 127.0.0.1:7070 with its data in ./ldcd-data.
+func DefaultConfig() Config {
+	return Config{
+		Name:              "node1",
+		DataDir:           "ldcd-data",
+		Zone:              "default",
+		City:              "default",
+		HTTPAddr:          "127.0.0.1:7070",
+		RaftAddr:          "127.0.0.1:7071",
+		GossipAddr:        "127.0.0.1:7072",
+		MaxValueSize:      1 << 20,
+		RequestTimeout:    10 * time.Second,
+		DeadNodeTimeout:   30 * time.Second,
+		PlacementInterval: time.Second,
+		Raft:              raftgroup.DefaultConfig(),
+	}
+}
+
+// Validate reports the first problem with c.
+func (c *Config) Validate() error {
+	switch {
+	case c.Name == "":
+		return errors.New("server: name is required")
+	case len(c.Name) > 64:
+		return errors.New("server: name is longer than 64 bytes")
+	case c.DataDir == "":
+		return errors.New("server: data dir is required")
+	case c.Zone == "" || c.City == "":
+		return errors.New("server: zone and city are required")
+	case c.MaxValueSize < 1:
+		return errors.New("server: max value size must be positive")
+	case c.RequestTimeout <= 0:
+		return errors.New("server: request timeout must be positive")
+	case c.DeadNodeTimeout <= 0:
+		return errors.New("server: dead node timeout must be positive")
+	case c.PlacementInterval <= 0:
+		return errors.New("server: placement interval must be positive")
+	}
+	for name, a := range map[string]string{"http": c.HTTPAddr, "raft": c.RaftAddr, "gossip": c.GossipAddr} {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("server: %s address %q: %w", name, a, err)
+		}
+	}
+	if c.Topology != nil {
+		if err := c.Topology.Validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// advertise returns the address others use to reach bind (whose port may
+// have been chosen by the kernel).
+func (c *Config) advertise(bound net.Addr) string {
+	host, port, _ := net.SplitHostPort(bound.String())
+	if c.AdvertiseHost != "" {
+		host = c.AdvertiseHost
+	} else if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}

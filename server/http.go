@@ -1,0 +1,598 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ldcd/ldcd/client"
+	"github.com/ldcd/ldcd/placement"
+	"github.com/ldcd/ldcd/raftgroup"
+	"github.com/ldcd/ldcd/store"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// List limits.
+const (
+	defaultListLimit = 1000
+	maxListLimit     = 10000
+)
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", s.handleHealth)
+	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/v1/kv/{uid}/{key...}", s.handleKV)
+	mux.HandleFunc("/v1/txn/{uid}", s.handleTxn)
+	mux.HandleFunc("/v1/global/{key...}", s.handleGlobal)
+	mux.HandleFunc("/v1/cluster", s.handleCluster)
+	mux.HandleFunc("/v1/internal/status", s.handleStatus)
+	mux.HandleFunc("/v1/internal/placement", s.handlePlacement)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
+	})
+	return s.instrument(mux)
+}
+
+// instrument counts requests and turns a panic in a handler into a 500, so a
+// bad request can never take the node down.
+func (s *Server) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.logger.Error("handler panic", "method", r.Method, "path", r.URL.Path, "panic", v)
+				if !sw.wrote {
+					writeError(sw, http.StatusInternalServerError, "internal error")
+				}
+			}
+			route := r.Pattern
+			if route == "" {
+				route = "unmatched"
+			}
+			s.metrics.requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code  int
+	wrote bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.code, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, client.ErrorBody{Error: msg})
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	p, _ := s.currentPlacement()
+	var v uint64
+	if p != nil {
+		v = p.Version
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "node": s.cfg.Name, "placement_version": v, "groups": len(s.host.Groups())})
+}
+
+// requestContext bounds r by the node's request timeout, or by a shorter
+// ?timeout= the client asked for.
+func (s *Server) requestContext(r *http.Request) (context.Context, context.CancelFunc, error) {
+	d := s.cfg.RequestTimeout
+	if t := r.URL.Query().Get("timeout"); t != "" {
+		v, err := time.ParseDuration(t)
+		if err != nil || v <= 0 {
+			return nil, nil, fmt.Errorf("timeout %q: want a positive duration such as 500ms", t)
+		}
+		d = min(d, v)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), d)
+	return ctx, cancel, nil
+}
+
+// readBody reads at most limit bytes of r's body, answering 413 if there is
+// more.
+func readBody(w http.ResponseWriter, r *http.Request, limit int) ([]byte, bool) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(limit)))
+	if err != nil {
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than the limit of %d bytes", limit))
+		} else {
+			writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
+		}
+		return nil, false
+	}
+	return b, true
+}
+
+func parseVersion(s string) (uint64, error) {
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("version %q: want a non-negative integer", s)
+	}
+	return v, nil
+}
+
+// keyspace maps a request's keys into one group's stored keys: a user's
+// (uid) or the global data.
+type keyspace struct {
+	group  string
+	uid    uint64
+	global bool
+}
+
+func (k keyspace) key(user []byte) []byte {
+	if k.global {
+		return store.GlobalKey(user)
+	}
+	return store.UserKey(k.uid, user)
+}
+
+func (s *Server) userKeyspace(w http.ResponseWriter, r *http.Request) (keyspace, bool) {
+	uid, err := placement.ParseUID(r.PathValue("uid"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return keyspace{}, false
+	}
+	p, _ := s.currentPlacement()
+	if p == nil {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "the cluster has no placement yet (starting or not joined)")
+		return keyspace{}, false
+	}
+	rg, ok := p.Topology.RangeOf(placement.Shard(uid))
+	if !ok {
+		writeError(w, http.StatusInternalServerError, "no range holds this shard")
+		return keyspace{}, false
+	}
+	return keyspace{group: rg.GroupID(), uid: uid}, true
+}
+
+func (s *Server) handleKV(w http.ResponseWriter, r *http.Request) {
+	ks, ok := s.userKeyspace(w, r)
+	if !ok {
+		return
+	}
+	s.handleKeys(w, r, ks)
+}
+
+func (s *Server) handleGlobal(w http.ResponseWriter, r *http.Request) {
+	s.handleKeys(w, r, keyspace{group: placement.GlobalGroup, global: true})
+}
+
+// handleKeys serves GET, PUT and DELETE of one key, and GET of a list when
+// the key is empty.
+func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request, ks keyspace) {
+	key := []byte(r.PathValue("key"))
+	q := r.URL.Query()
+	if r.Method == http.MethodGet && len(key) == 0 {
+		s.list(w, r, ks)
+		return
+	}
+	if err := store.CheckKey(key); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	var cas *uint64
+	if c := q.Get("cas"); c != "" {
+		v, err := parseVersion(c)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "cas: "+err.Error())
+			return
+		}
+		cas = &v
+	}
+	sk := ks.key(key)
+	switch r.Method {
+	case http.MethodGet:
+		s.read(w, r, ks.group, func(w http.ResponseWriter, st *store.Store) {
+			kv, found, err := st.Get(sk)
+			if err != nil {
+				writeError(w, http.StatusServiceUnavailable, err.Error())
+				return
+			}
+			if !found {
+				writeError(w, http.StatusNotFound, "key not found")
+				return
+			}
+			w.Header().Set(client.HeaderVersion, strconv.FormatUint(kv.Version, 10))
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.WriteHeader(http.StatusOK)
+			w.Write(kv.Value)
+		})
+	case http.MethodPut:
+		body, ok := readBody(w, r, s.cfg.MaxValueSize)
+		if !ok {
+			return
+		}
+		cmd := &store.Command{Then: []store.Op{{Type: store.OpPut, Key: sk, Value: body}}}
+		if cas != nil {
+			cmd.Compares = []store.Compare{{Key: sk, Target: store.TargetVersion, Op: store.CmpEqual, Version: *cas}}
+			cmd.Else = []store.Op{{Type: store.OpGet, Key: sk}}
+		}
+		s.write(w, r, body, ks.group, cmd, func(w http.ResponseWriter, res *store.Result) {
+			if !res.Succeeded {
+				casFailed(w, *cas, res.Ops[0].Version)
+				return
+			}
+			writeJSON(w, http.StatusOK, client.WriteResult{Version: res.Index})
+		})
+	case http.MethodDelete:
+		cmd := &store.Command{Then: []store.Op{{Type: store.OpDelete, Key: sk}}}
+		if cas != nil {
+			cmd.Compares = []store.Compare{{Key: sk, Target: store.TargetVersion, Op: store.CmpEqual, Version: *cas}}
+			cmd.Else = []store.Op{{Type: store.OpGet, Key: sk}}
+		}
+		s.write(w, r, nil, ks.group, cmd, func(w http.ResponseWriter, res *store.Result) {
+			if !res.Succeeded {
+				casFailed(w, *cas, res.Ops[0].Version)
+				return
+			}
+			found := res.Ops[0].Found
+			writeJSON(w, http.StatusOK, client.WriteResult{Version: res.Index, Deleted: &found, PrevVersion: res.Ops[0].Version})
+		})
+	default:
+		w.Header().Set("Allow", "GET, PUT, DELETE")
+		writeError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed here; use GET, PUT or DELETE")
+	}
+}
+
+func casFailed(w http.ResponseWriter, want, have uint64) {
+	writeJSON(w, http.StatusPreconditionFailed, client.ErrorBody{
+		Error:   fmt.Sprintf("compare failed: the key's version is %d, not %d", have, want),
+		Version: &have,
+	})
+}
+
+func encodeValue(v []byte) (str, b64 string) {
+	if utf8.Valid(v) {
+		return string(v), ""
+	}
+	return "", base64.StdEncoding.EncodeToString(v)
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request, ks keyspace) {
+	q := r.URL.Query()
+	limit := defaultListLimit
+	if l := q.Get("limit"); l != "" {
+		v, err := strconv.Atoi(l)
+		if err != nil || v < 1 || v > maxListLimit {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: want 1 to %d", l, maxListLimit))
+			return
+		}
+		limit = v
+	}
+	prefix := ks.key([]byte(q.Get("prefix")))
+	var after []byte
+	if a := q.Get("after"); a != "" {
+		after = ks.key([]byte(a))
+	}
+	s.read(w, r, ks.group, func(w http.ResponseWriter, st *store.Store) {
+		kvs, more, err := st.Range(prefix, after, limit)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+		out := client.ListResult{KVs: make([]client.KV, 0, len(kvs)), More: more}
+		for _, kv := range kvs {
+			v, b := encodeValue(kv.Value)
+			out.KVs = append(out.KVs, client.KV{Key: string(store.UserPart(kv.Key)), Value: v, ValueBase64: b, Version: kv.Version})
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+}
+
+func (s *Server) handleTxn(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		writeError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed here; use POST")
+		return
+	}
+	ks, ok := s.userKeyspace(w, r)
+	if !ok {
+		return
+	}
+	body, ok := readBody(w, r, 2*s.cfg.MaxValueSize+64<<10)
+	if !ok {
+		return
+	}
+	req, cmd, err := decodeTxn(body, ks, s.cfg.MaxValueSize)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	s.write(w, r, body, ks.group, cmd, func(w http.ResponseWriter, res *store.Result) {
+		ops := req.Then
+		if !res.Succeeded {
+			ops = req.Else
+		}
+		out := client.TxnResult{Succeeded: res.Succeeded, Version: res.Index, Results: make([]client.OpResult, len(ops))}
+		for i, op := range ops {
+			or := res.Ops[i]
+			v, b := encodeValue(or.Value)
+			out.Results[i] = client.OpResult{Op: op.Op, Key: op.Key, Found: or.Found, Version: or.Version, Value: v, ValueBase64: b}
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+}
+
+// decodeTxn parses and checks a transaction body and builds its command.
+func decodeTxn(body []byte, ks keyspace, maxValue int) (*client.TxnRequest, *store.Command, error) {
+	var req client.TxnRequest
+	dec := json.NewDecoder(bytesReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return nil, nil, fmt.Errorf("txn body: %w", err)
+	}
+	if dec.More() {
+		return nil, nil, errors.New("txn body: trailing data after the JSON object")
+	}
+	if len(req.Then)+len(req.Else) == 0 {
+		return nil, nil, errors.New("txn: no operations in then or else")
+	}
+	value := func(where, s, b64 string) ([]byte, error) {
+		if s != "" && b64 != "" {
+			return nil, fmt.Errorf("txn: %s has both value and value_base64", where)
+		}
+		v := []byte(s)
+		if b64 != "" {
+			var err error
+			if v, err = base64.StdEncoding.DecodeString(b64); err != nil {
+				return nil, fmt.Errorf("txn: %s: value_base64: %w", where, err)
+			}
+		}
+		if len(v) > maxValue {
+			return nil, fmt.Errorf("txn: %s: value is %d bytes, the limit is %d", where, len(v), maxValue)
+		}
+		return v, nil
+	}
+	cmd := &store.Command{}
+	for i, c := range req.Compare {
+		where := fmt.Sprintf("compare[%d]", i)
+		if err := store.CheckKey([]byte(c.Key)); err != nil {
+			return nil, nil, fmt.Errorf("txn: %s: %w", where, err)
+		}
+		v, err := value(where, c.Value, c.ValueBase64)
+		if err != nil {
+			return nil, nil, err
+		}
+		sc := store.Compare{Key: ks.key([]byte(c.Key)), Version: c.Version, Value: v}
+		switch c.Target {
+		case "":
+			sc.Target = store.TargetVersion
+			if c.Value != "" || c.ValueBase64 != "" {
+				sc.Target = store.TargetValue
+			}
+		case "version":
+			sc.Target = store.TargetVersion
+		case "value":
+			sc.Target = store.TargetValue
+		default:
+			return nil, nil, fmt.Errorf("txn: %s: target %q: want version or value", where, c.Target)
+		}
+		switch c.Op {
+		case "", "=", "==":
+			sc.Op = store.CmpEqual
+		case "!=":
+			sc.Op = store.CmpNotEqual
+		case "<":
+			sc.Op = store.CmpLess
+		case ">":
+			sc.Op = store.CmpGreater
+		default:
+			return nil, nil, fmt.Errorf("txn: %s: op %q: want =, !=, < or >", where, c.Op)
+		}
+		cmd.Compares = append(cmd.Compares, sc)
+	}
+	for _, branch := range []struct {
+		name string
+		ops  []client.Op
+		out  *[]store.Op
+	}{{"then", req.Then, &cmd.Then}, {"else", req.Else, &cmd.Else}} {
+		for i, op := range branch.ops {
+			where := fmt.Sprintf("%s[%d]", branch.name, i)
+			if err := store.CheckKey([]byte(op.Key)); err != nil {
+				return nil, nil, fmt.Errorf("txn: %s: %w", where, err)
+			}
+			so := store.Op{Key: ks.key([]byte(op.Key))}
+			switch op.Op {
+			case "put":
+				so.Type = store.OpPut
+				v, err := value(where, op.Value, op.ValueBase64)
+				if err != nil {
+					return nil, nil, err
+				}
+				so.Value = v
+			case "delete":
+				so.Type = store.OpDelete
+			case "get":
+				so.Type = store.OpGet
+			default:
+				return nil, nil, fmt.Errorf("txn: %s: op %q: want put, delete or get", where, op.Op)
+			}
+			if so.Type != store.OpPut && (op.Value != "" || op.ValueBase64 != "") {
+				return nil, nil, fmt.Errorf("txn: %s: a %s takes no value", where, op.Op)
+			}
+			*branch.out = append(*branch.out, so)
+		}
+	}
+	if err := cmd.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("txn: %w", err)
+	}
+	return &req, cmd, nil
+}
+
+// write applies cmd to group gid: here if this node leads it, otherwise at
+// the leader. respond writes the answer of an applied command.
+func (s *Server) write(w http.ResponseWriter, r *http.Request, body []byte, gid string, cmd *store.Command, respond func(http.ResponseWriter, *store.Result)) {
+	ctx, cancel, err := s.requestContext(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	defer cancel()
+	if g, ok := s.host.Group(gid); ok && g.IsLeader() {
+		start := time.Now()
+		res, err := g.Apply(ctx, cmd)
+		switch {
+		case err == nil:
+			s.metrics.applySeconds.WithLabelValues(gid).Observe(time.Since(start).Seconds())
+			s.servedHere(w, gid)
+			respond(w, res)
+			return
+		case errors.Is(err, raftgroup.ErrIndeterminate):
+			writeJSON(w, http.StatusGatewayTimeout, client.ErrorBody{Error: "the write's outcome is unknown (it may or may not have been applied): " + err.Error(), Indeterminate: true})
+			return
+		case errors.Is(err, store.ErrBadCommand):
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		case errors.Is(err, context.DeadlineExceeded):
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, "timed out before the write was proposed (it was not applied): "+err.Error())
+			return
+		case !errors.Is(err, raftgroup.ErrNotLeader):
+			writeError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		// Leadership moved before the write was proposed: forward it.
+	}
+	s.forward(ctx, w, r, body, gid, true)
+}
+
+// read serves a read of group gid: linearizable at the leader by default, or
+// from the local replica with ?consistency=stale.
+func (s *Server) read(w http.ResponseWriter, r *http.Request, gid string, serve func(http.ResponseWriter, *store.Store)) {
+	ctx, cancel, err := s.requestContext(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	defer cancel()
+	stale := false
+	switch c := r.URL.Query().Get("consistency"); c {
+	case "", "linearizable":
+	case "stale":
+		stale = true
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("consistency %q: want linearizable or stale", c))
+		return
+	}
+	if g, ok := s.host.Group(gid); ok {
+		if stale {
+			w.Header().Set(client.HeaderAppliedIndex, strconv.FormatUint(g.Store().AppliedIndex(), 10))
+			w.Header().Set(client.HeaderGroup, gid)
+			serve(w, g.Store())
+			return
+		}
+		if g.IsLeader() {
+			err := g.ReadBarrier(ctx)
+			switch {
+			case err == nil:
+				s.servedHere(w, gid)
+				serve(w, g.Store())
+				return
+			case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
+				w.Header().Set("Retry-After", "1")
+				writeError(w, http.StatusServiceUnavailable, "timed out confirming leadership for a linearizable read")
+				return
+			case !errors.Is(err, raftgroup.ErrNotLeader):
+				w.Header().Set("Retry-After", "1")
+				writeError(w, http.StatusServiceUnavailable, err.Error())
+				return
+			}
+		}
+	}
+	s.forward(ctx, w, r, nil, gid, false)
+}
+
+func (s *Server) servedHere(w http.ResponseWriter, gid string) {
+	w.Header().Set(client.HeaderLeaderHTTP, s.httpAdv)
+	w.Header().Set(client.HeaderGroup, gid)
+}
+
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.localStatus())
+}
+
+// handlePlacement answers with the newest placement this node knows,
+// waiting up to ?wait= for one newer than ?after=.
+func (s *Server) handlePlacement(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var after uint64
+	if a := q.Get("after"); a != "" {
+		v, err := parseVersion(a)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "after: "+err.Error())
+			return
+		}
+		after = v
+	}
+	wait := time.Duration(0)
+	if ws := q.Get("wait"); ws != "" {
+		v, err := time.ParseDuration(ws)
+		if err != nil || v < 0 {
+			writeError(w, http.StatusBadRequest, "wait: want a duration such as 10s")
+			return
+		}
+		wait = min(v, 30*time.Second)
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		p, changed := s.currentPlacement()
+		if p != nil && p.Version > after {
+			writeJSON(w, http.StatusOK, p)
+			return
+		}
+		select {
+		case <-changed:
+			continue
+		case <-timer.C:
+		case <-r.Context().Done():
+		case <-s.ctx.Done():
+		}
+		if p == nil {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, "no placement known yet")
+			return
+		}
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+}

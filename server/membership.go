@@ -1,0 +1,184 @@
+package server
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/serf/serf"
+	"github.com/ldcd/ldcd/raftgroup"
+)
+
+// Serf tags every node carries.
+const (
+	tagZone = "zone"
+	tagCity = "city"
+	tagHTTP = "http"
+	tagRaft = "raft"
+)
+
+// member is a node as membership sees it.
+type member struct {
+	Name, Zone, City, HTTP, Raft string
+	Status                       serf.MemberStatus
+	// DownSince is when this node first saw the member fail or leave.
+	DownSince time.Time
+}
+
+func (m member) alive() bool { return m.Status == serf.StatusAlive }
+
+// membership runs serf: gossip, failure detection, and the tags that carry
+// each node's zone, city and addresses.
+type membership struct {
+	serf   *serf.Serf
+	logger *slog.Logger
+
+	mu        sync.Mutex // guards downSince
+	downSince map[string]time.Time
+
+	onChange func() // called after membership changes; must not block
+	events   chan serf.Event
+	done     chan struct{}
+	wg       sync.WaitGroup
+}
+
+func startMembership(cfg *Config, httpAdv, raftAdv string, onChange func()) (*membership, error) {
+	host, portStr, err := net.SplitHostPort(cfg.GossipAddr)
+	if err != nil {
+		return nil, fmt.Errorf("server: gossip address: %w", err)
+	}
+	port, _ := strconv.Atoi(portStr)
+	m := &membership{
+		logger:    cfg.Logger.With("component", "serf"),
+		downSince: map[string]time.Time{},
+		onChange:  onChange,
+		events:    make(chan serf.Event, 256),
+		done:      make(chan struct{}),
+	}
+	sc := serf.DefaultConfig()
+	sc.NodeName = cfg.Name
+	sc.Tags = map[string]string{tagZone: cfg.Zone, tagCity: cfg.City, tagHTTP: httpAdv, tagRaft: raftAdv}
+	sc.EventCh = m.events
+	sc.Logger = raftgroup.StdLog(m.logger)
+	sc.SnapshotPath = filepath.Join(cfg.DataDir, "serf", "snapshot")
+	sc.RejoinAfterLeave = true
+	sc.ReconnectInterval = 5 * time.Second
+	if err := os.MkdirAll(filepath.Dir(sc.SnapshotPath), 0o755); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Name
+	mc.BindAddr = host
+	mc.BindPort = port
+	adv := cfg.AdvertiseHost
+	if ip := net.ParseIP(host); adv == "" && (host == "" || (ip != nil && ip.IsUnspecified())) {
+		adv = "127.0.0.1"
+	}
+	if adv != "" {
+		mc.AdvertiseAddr = adv
+		mc.AdvertisePort = port
+	}
+	mc.Logger = sc.Logger
+	sc.MemberlistConfig = mc
+	m.serf, err = serf.Create(sc)
+	if err != nil {
+		return nil, fmt.Errorf("server: start gossip on %s: %w", cfg.GossipAddr, err)
+	}
+	m.wg.Add(1)
+	go m.watch()
+	return m, nil
+}
+
+func (m *membership) watch() {
+	defer m.wg.Done()
+	for {
+		select {
+		case <-m.done:
+			return
+		case e := <-m.events:
+			me, ok := e.(serf.MemberEvent)
+			if !ok {
+				continue
+			}
+			now := time.Now()
+			m.mu.Lock()
+			for _, mem := range me.Members {
+				switch me.Type {
+				case serf.EventMemberFailed, serf.EventMemberLeave, serf.EventMemberReap:
+					if _, ok := m.downSince[mem.Name]; !ok {
+						m.downSince[mem.Name] = now
+					}
+				case serf.EventMemberJoin, serf.EventMemberUpdate:
+					delete(m.downSince, mem.Name)
+				}
+				m.logger.Info("membership event", "event", me.Type.String(), "node", mem.Name, "zone", mem.Tags[tagZone])
+			}
+			m.mu.Unlock()
+			if m.onChange != nil {
+				m.onChange()
+			}
+		}
+	}
+}
+
+// join contacts existing members at addrs.
+func (m *membership) join(addrs []string) error {
+	if len(addrs) == 0 {
+		return nil
+	}
+	n, err := m.serf.Join(addrs, true)
+	if n == 0 && err != nil {
+		return fmt.Errorf("server: join %v: %w", addrs, err)
+	}
+	return nil
+}
+
+// members returns every known node, ordered by name.
+func (m *membership) members() []member {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []member
+	now := time.Now()
+	for _, sm := range m.serf.Members() {
+		mem := member{Name: sm.Name, Zone: sm.Tags[tagZone], City: sm.Tags[tagCity], HTTP: sm.Tags[tagHTTP], Raft: sm.Tags[tagRaft], Status: sm.Status}
+		if !mem.alive() {
+			since, ok := m.downSince[sm.Name]
+			if !ok {
+				// Down before this node started watching (e.g. from the
+				// snapshot at start): count from now.
+				since = now
+				m.downSince[sm.Name] = now
+			}
+			mem.DownSince = since
+		}
+		out = append(out, mem)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// member returns the node named name.
+func (m *membership) member(name string) (member, bool) {
+	for _, mem := range m.members() {
+		if mem.Name == name {
+			return mem, true
+		}
+	}
+	return member{}, false
+}
+
+func (m *membership) close() {
+	if err := m.serf.Leave(); err != nil {
+		m.logger.Debug("leave", "error", err)
+	}
+	m.serf.Shutdown()
+	close(m.done)
+	m.wg.Wait()
+}

@@ -1,0 +1,409 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ldcd/ldcd/placement"
+	"github.com/ldcd/ldcd/raftgroup"
+	"github.com/ldcd/ldcd/store"
+)
+
+// placementKey is the system record of the global group that holds the
+// desired placement.
+var placementKey = store.SystemKey("placement")
+
+// nodeStatus answers GET /v1/internal/status: the node's view of each of its
+// groups.
+type nodeStatus struct {
+	Node   string             `json:"node"`
+	Groups []raftgroup.Status `json:"groups"`
+}
+
+func (s *Server) localStatus() nodeStatus {
+	st := nodeStatus{Node: s.cfg.Name}
+	for _, g := range s.host.Groups() {
+		st.Groups = append(st.Groups, g.Status())
+	}
+	return st
+}
+
+// observation is what the placement driver saw in its last round.
+type observation struct {
+	At       time.Time
+	Members  []member
+	Statuses map[string]nodeStatus // by node
+	State    placement.ClusterState
+}
+
+// pd implements placement.Cluster for the driver. Its methods run on the
+// driver's goroutine; last is also read by the HTTP handlers.
+type pd struct {
+	s         *Server
+	loadedRev uint64 // version of the placement record as last loaded
+
+	mu   sync.Mutex // guards last
+	last *observation
+}
+
+var _ placement.Cluster = (*pd)(nil)
+
+func (p *pd) global() (*raftgroup.Group, bool) { return p.s.host.Group(placement.GlobalGroup) }
+
+func (p *pd) Leading() bool {
+	g, ok := p.global()
+	return ok && g.IsLeader()
+}
+
+func (p *pd) Load(ctx context.Context) (*placement.Placement, error) {
+	g, ok := p.global()
+	if !ok {
+		return nil, raftgroup.ErrNoGroup
+	}
+	if err := g.ReadBarrier(ctx); err != nil {
+		return nil, err
+	}
+	kv, found, err := g.Store().Get(placementKey)
+	if err != nil || !found {
+		p.loadedRev = 0
+		return nil, err
+	}
+	pl, err := placement.Decode(kv.Value)
+	if err != nil {
+		return nil, err
+	}
+	p.loadedRev = kv.Version
+	p.s.setPlacement(pl)
+	return pl, nil
+}
+
+func (p *pd) Initial() (*placement.Placement, error) {
+	g, ok := p.global()
+	if !ok {
+		return nil, raftgroup.ErrNoGroup
+	}
+	topo := p.s.cfg.Topology
+	if topo == nil {
+		topo = placement.DefaultTopology(p.s.cfg.Zone, p.s.cfg.City)
+	}
+	servers, err := g.Servers()
+	if err != nil {
+		return nil, err
+	}
+	gp := placement.GroupPlacement{ID: placement.GlobalGroup, OwnerZone: topo.GZone(), Bootstrap: p.s.cfg.Name}
+	for _, sv := range servers {
+		gp.Replicas = append(gp.Replicas, placement.Replica{Node: sv.ID, Voter: sv.Voter})
+	}
+	return &placement.Placement{Topology: topo, Groups: []placement.GroupPlacement{gp}}, nil
+}
+
+func (p *pd) Save(ctx context.Context, pl *placement.Placement) error {
+	g, ok := p.global()
+	if !ok {
+		return raftgroup.ErrNoGroup
+	}
+	cmd := &store.Command{
+		Compares: []store.Compare{{Key: placementKey, Target: store.TargetVersion, Op: store.CmpEqual, Version: p.loadedRev}},
+		Then:     []store.Op{{Type: store.OpPut, Key: placementKey, Value: pl.Encode()}},
+	}
+	res, err := g.Apply(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	if !res.Succeeded {
+		return placement.ErrVersionConflict
+	}
+	p.loadedRev = res.Index
+	p.s.setPlacement(pl)
+	return nil
+}
+
+// Observe gathers membership and every alive node's group status.
+func (p *pd) Observe(ctx context.Context) (placement.ClusterState, error) {
+	members := p.s.mem.members()
+	statuses := map[string]nodeStatus{p.s.cfg.Name: p.s.localStatus()}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, m := range members {
+		if !m.alive() || m.Name == p.s.cfg.Name || m.HTTP == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var st nodeStatus
+			if err := p.s.getJSON(ctx, m.HTTP, "/v1/internal/status", time.Second, &st); err != nil {
+				p.s.logger.Debug("status poll failed", "peer", m.Name, "error", err)
+				return
+			}
+			mu.Lock()
+			statuses[m.Name] = st
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+
+	now := time.Now()
+	cs := placement.ClusterState{Now: now, Groups: map[string]placement.GroupState{}}
+	for _, m := range members {
+		cs.Nodes = append(cs.Nodes, placement.NodeState{Name: m.Name, Zone: m.Zone, City: m.City, Alive: m.alive(), DownSince: m.DownSince})
+	}
+	var leaderTerm = map[string]uint64{}
+	for node, st := range statuses {
+		for _, gs := range st.Groups {
+			cur := cs.Groups[gs.ID]
+			cur.ID = gs.ID
+			if cur.Applied == nil {
+				cur.Applied = map[string]uint64{}
+			}
+			cur.Applied[node] = gs.AppliedIndex
+			if gs.State == "Leader" && gs.Term >= leaderTerm[gs.ID] {
+				leaderTerm[gs.ID] = gs.Term
+				cur.Leader = node
+				cur.LeaderApplied = gs.AppliedIndex
+				cur.Members = cur.Members[:0]
+				for _, sv := range gs.Servers {
+					cur.Members = append(cur.Members, placement.Member{Node: sv.ID, Voter: sv.Voter})
+				}
+			}
+			cs.Groups[gs.ID] = cur
+		}
+	}
+	p.mu.Lock()
+	p.last = &observation{At: now, Members: members, Statuses: statuses, State: cs}
+	p.mu.Unlock()
+	return cs, nil
+}
+
+func (p *pd) lastObservation() *observation {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.last
+}
+
+// followPlacement keeps this node's copy of the placement fresh: from the
+// local global replica when there is one, otherwise by long-polling a node
+// that has it.
+func (s *Server) followPlacement() {
+	defer s.wg.Done()
+	backoff := 200 * time.Millisecond
+	for s.ctx.Err() == nil {
+		if g, ok := s.host.Group(placement.GlobalGroup); ok {
+			if kv, found, err := g.Store().Get(placementKey); err == nil && found {
+				if pl, err := placement.Decode(kv.Value); err == nil {
+					s.setPlacement(pl)
+				}
+			}
+			select {
+			case <-s.ctx.Done():
+			case <-s.globalApplied:
+			case <-time.After(5 * time.Second):
+			}
+			continue
+		}
+		if s.pollPlacement() {
+			backoff = 200 * time.Millisecond
+			continue
+		}
+		select {
+		case <-s.ctx.Done():
+		case <-s.globalApplied:
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// pollPlacement asks one peer for a newer placement, waiting up to 10s for
+// one. Peers that host the global group are asked first. It reports whether
+// a peer answered.
+func (s *Server) pollPlacement() bool {
+	cur, _ := s.currentPlacement()
+	var after uint64
+	preferred := map[string]bool{}
+	if cur != nil {
+		after = cur.Version
+		if g, ok := cur.Group(placement.GlobalGroup); ok {
+			for _, r := range g.Replicas {
+				preferred[r.Node] = true
+			}
+		}
+	}
+	var peers []member
+	for _, m := range s.mem.members() {
+		if m.alive() && m.Name != s.cfg.Name && m.HTTP != "" {
+			peers = append(peers, m)
+		}
+	}
+	// Preferred peers first, keeping name order otherwise.
+	ordered := make([]member, 0, len(peers))
+	for _, pass := range []bool{true, false} {
+		for _, m := range peers {
+			if preferred[m.Name] == pass {
+				ordered = append(ordered, m)
+			}
+		}
+	}
+	for _, m := range ordered {
+		if _, ok := s.host.Group(placement.GlobalGroup); ok || s.ctx.Err() != nil {
+			return true // a local replica appeared: read it instead
+		}
+		q := url.Values{"after": {strconv.FormatUint(after, 10)}, "wait": {"10s"}}
+		var pl placement.Placement
+		err := s.getJSON(s.ctx, m.HTTP, "/v1/internal/placement?"+q.Encode(), 15*time.Second, &pl)
+		if errors.Is(err, errNotModified) {
+			return true
+		}
+		if err != nil {
+			continue
+		}
+		if err := pl.Topology.Validate(); err != nil {
+			continue
+		}
+		s.setPlacement(&pl)
+		return true
+	}
+	return false
+}
+
+var errNotModified = errors.New("not modified")
+
+// getJSON GETs path from a peer and decodes the JSON answer into out.
+func (s *Server) getJSON(ctx context.Context, addr, path string, timeout time.Duration, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := s.fwd.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return json.NewDecoder(resp.Body).Decode(out)
+	case http.StatusNotModified:
+		return errNotModified
+	default:
+		return fmt.Errorf("server: %s%s: status %d", addr, path, resp.StatusCode)
+	}
+}
+
+// local implements placement.Local for the agent.
+type local struct{ s *Server }
+
+var _ placement.Local = local{}
+
+func (l local) Node() string { return l.s.cfg.Name }
+
+func (l local) LocalGroups() []string {
+	var out []string
+	for _, g := range l.s.host.Groups() {
+		out = append(out, g.ID())
+	}
+	return out
+}
+
+func (l local) StartReplica(id string, bootstrap bool) error {
+	var servers []raftServer
+	if bootstrap {
+		servers = selfServer(l.s)
+	}
+	_, err := l.s.host.Create(id, servers)
+	if err == nil {
+		l.s.logger.Info("replica started", "group", id, "bootstrap", bootstrap)
+	}
+	return err
+}
+
+func (l local) StopReplica(id string) error {
+	if err := l.s.host.Remove(id); err != nil {
+		return err
+	}
+	l.s.logger.Info("replica removed", "group", id)
+	return nil
+}
+
+func (l local) LeaderMembers(id string) ([]placement.Member, bool) {
+	g, ok := l.s.host.Group(id)
+	if !ok || !g.IsLeader() {
+		return nil, false
+	}
+	servers, err := g.Servers()
+	if err != nil {
+		return nil, false
+	}
+	var out []placement.Member
+	for _, sv := range servers {
+		out = append(out, placement.Member{Node: sv.ID, Voter: sv.Voter})
+	}
+	return out, true
+}
+
+func (l local) group(id string) (*raftgroup.Group, error) {
+	g, ok := l.s.host.Group(id)
+	if !ok {
+		return nil, raftgroup.ErrNoGroup
+	}
+	return g, nil
+}
+
+func (l local) raftAddr(node string) (string, error) {
+	m, ok := l.s.mem.member(node)
+	if !ok || m.Raft == "" {
+		return "", fmt.Errorf("server: node %s is not known to membership", node)
+	}
+	return m.Raft, nil
+}
+
+func (l local) AddLearner(ctx context.Context, id, node string) error {
+	g, err := l.group(id)
+	if err != nil {
+		return err
+	}
+	addr, err := l.raftAddr(node)
+	if err != nil {
+		return err
+	}
+	l.s.logger.Info("adding learner", "group", id, "peer", node)
+	return g.AddNonvoter(ctx, node, addr)
+}
+
+func (l local) Promote(ctx context.Context, id, node string) error {
+	g, err := l.group(id)
+	if err != nil {
+		return err
+	}
+	addr, err := l.raftAddr(node)
+	if err != nil {
+		return err
+	}
+	l.s.logger.Info("promoting to voter", "group", id, "peer", node)
+	return g.AddVoter(ctx, node, addr)
+}
+
+func (l local) RemoveMember(ctx context.Context, id, node string) error {
+	g, err := l.group(id)
+	if err != nil {
+		return err
+	}
+	l.s.logger.Info("removing member", "group", id, "peer", node)
+	return g.RemoveServer(ctx, node)
+}
+
+func (l local) TransferLeadership(ctx context.Context, id string) error {
+	g, err := l.group(id)
+	if err != nil {
+		return err
+	}
+	return g.TransferLeadership(ctx, "", "")
+}
