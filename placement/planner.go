@@ -65,6 +65,9 @@ const (
 	DecideAdd     = "add-learner"
 	DecidePromote = "promote"
 	DecideRemove  = "remove"
+	// DecideRebalance adds a learner on an underloaded node; once it is
+	// promoted, the extra replica on the most loaded node is removed.
+	DecideRebalance = "rebalance"
 )
 
 // Decision is one change the planner made to the placement.
@@ -104,11 +107,12 @@ func Plan(p *Placement, s ClusterState, o Options) (*Placement, []Decision) {
 }
 
 type planner struct {
-	p     *Placement
-	s     ClusterState
-	o     Options
-	nodes map[string]NodeState
-	out   []Decision
+	p          *Placement
+	s          ClusterState
+	o          Options
+	nodes      map[string]NodeState
+	out        []Decision
+	rebalanced bool // one rebalancing move may start per round
 }
 
 func (pl *planner) decide(kind, group, node, reason string) {
@@ -272,5 +276,77 @@ func (pl *planner) step(g *GroupPlacement) {
 			g.Replicas = append(g.Replicas, Replica{Node: node})
 			pl.decide(DecideAdd, g.ID, node, fmt.Sprintf("%d of %d replicas healthy", healthy, want))
 		}
+		return
 	}
+
+	// 4. Remove a surplus replica (a rebalancing move whose new replica is
+	// now a voter): the one on the most loaded node, keeping zones distinct.
+	if healthyVoters > want && healthy == len(g.Replicas) && healthyVoters == len(g.Replicas) {
+		if victim, ok := pl.surplus(g, prefer); ok {
+			for i, r := range g.Replicas {
+				if r.Node == victim {
+					g.Replicas = append(g.Replicas[:i:i], g.Replicas[i+1:]...)
+					break
+				}
+			}
+			pl.decide(DecideRemove, g.ID, victim, fmt.Sprintf("%d voters, %d wanted", healthyVoters, want))
+		}
+		return
+	}
+
+	// 5. Rebalance: move one replica from the most loaded node hosting g to
+	// a node with at least two fewer replicas, if that keeps g's zones as
+	// spread as they are. One move at a time in the whole cluster.
+	if pl.rebalanced || len(g.Replicas) != want || healthyVoters != want {
+		return
+	}
+	load := pl.load()
+	from, fromLoad := "", -1
+	for _, r := range g.Replicas {
+		if l := load[r.Node]; l > fromLoad || (l == fromLoad && r.Node < from) {
+			from, fromLoad = r.Node, l
+		}
+	}
+	to, ok := pl.candidate(g, prefer)
+	if !ok || load[to]+2 > fromLoad {
+		return
+	}
+	zones := map[string]bool{}
+	for _, r := range g.Replicas {
+		if r.Node != from {
+			zones[pl.nodes[r.Node].Zone] = true
+		}
+	}
+	if zones[pl.nodes[to].Zone] && !zones[pl.nodes[from].Zone] {
+		return // the move would put two replicas in one zone
+	}
+	pl.rebalanced = true
+	g.Replicas = append(g.Replicas, Replica{Node: to})
+	pl.decide(DecideRebalance, g.ID, to, fmt.Sprintf("%s hosts %d replicas, %s hosts %d", from, fromLoad, to, load[to]))
+}
+
+// surplus picks the replica to drop from a group with one voter too many:
+// one in a zone that holds two, else the one on the most loaded node; never
+// the last replica of the preferred (owner) zone.
+func (pl *planner) surplus(g *GroupPlacement, prefer string) (string, bool) {
+	load := pl.load()
+	zoneCount := map[string]int{}
+	for _, r := range g.Replicas {
+		zoneCount[pl.nodes[r.Node].Zone]++
+	}
+	best, bestScore := "", -1
+	for _, r := range g.Replicas {
+		z := pl.nodes[r.Node].Zone
+		if z == prefer && zoneCount[z] == 1 {
+			continue
+		}
+		score := load[r.Node]
+		if zoneCount[z] > 1 {
+			score += 1 << 20
+		}
+		if score > bestScore || (score == bestScore && r.Node > best) {
+			best, bestScore = r.Node, score
+		}
+	}
+	return best, best != ""
 }

@@ -122,11 +122,9 @@ func TestPlanGrowsToThreeReplicas(t *testing.T) {
 	s.join("n3", "z")
 	s.settle()
 	s.check(3, false)
-	// A fourth node receives no replica of a full group but is used for
-	// replacements.
-	s.join("n4", "z")
-	if next, _ := Plan(s.p, s.state(), s.opts); next != nil {
-		t.Fatal("planner changed a fully replicated cluster")
+	// Settled means settled: another round changes nothing.
+	if next, ds := Plan(s.p, s.state(), s.opts); next != nil {
+		t.Fatalf("planner changed a settled cluster: %v", ds)
 	}
 }
 
@@ -212,5 +210,41 @@ func TestPlanWaitsForConfiguration(t *testing.T) {
 	s.p = next
 	if again, ds := Plan(s.p, st, s.opts); again != nil {
 		t.Fatalf("planner made a second change before the first was carried out: %v", ds)
+	}
+}
+
+func TestPlanRebalancesOntoNewNode(t *testing.T) {
+	s := newSim(t, DefaultTopology("z", "c"), NodeState{Name: "n1", Zone: "z"})
+	s.join("n2", "z")
+	s.join("n3", "z")
+	s.settle()
+	s.check(3, false)
+	s.join("n4", "z")
+	ds := s.settle()
+	s.check(3, false)
+	load := map[string]int{}
+	for _, g := range s.p.Groups {
+		for _, r := range g.Replicas {
+			load[r.Node]++
+		}
+	}
+	lo, hi := 1<<30, 0
+	for _, n := range []string{"n1", "n2", "n3", "n4"} {
+		lo, hi = min(lo, load[n]), max(hi, load[n])
+	}
+	if hi-lo > 1 || load["n4"] == 0 {
+		t.Fatalf("unbalanced after a fourth node joined: %v (decisions %v)", load, ds)
+	}
+	// Every move added and promoted the new replica before removing the old.
+	for _, g := range s.p.Groups {
+		var kinds []string
+		for _, d := range ds {
+			if d.Group == g.ID {
+				kinds = append(kinds, d.Kind)
+			}
+		}
+		if len(kinds) > 0 && fmt.Sprint(kinds) != fmt.Sprint([]string{DecideRebalance, DecidePromote, DecideRemove}) {
+			t.Errorf("%s: decisions %v, want rebalance, promote, remove", g.ID, kinds)
+		}
 	}
 }
