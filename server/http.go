@@ -35,6 +35,9 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/v1/cluster", s.handleCluster)
 	mux.HandleFunc("/v1/internal/status", s.handleStatus)
 	mux.HandleFunc("/v1/internal/placement", s.handlePlacement)
+	mux.HandleFunc("/v1/internal/digest", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"node": s.cfg.Name, "groups": s.digests()})
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})

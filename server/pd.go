@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -406,4 +408,25 @@ func (l local) TransferLeadership(ctx context.Context, id string) error {
 		return err
 	}
 	return g.TransferLeadership(ctx, "", "")
+}
+
+// GroupDigest fingerprints one local replica: its applied index and a hash
+// of every key, version and value, read in one transaction.
+type GroupDigest struct {
+	ID           string `json:"id"`
+	AppliedIndex uint64 `json:"applied_index"`
+	SHA256       string `json:"sha256"`
+}
+
+func (s *Server) digests() []GroupDigest {
+	var out []GroupDigest
+	for _, g := range s.host.Groups() {
+		h := sha256.New()
+		applied, err := g.Store().Digest(h)
+		if err != nil {
+			continue
+		}
+		out = append(out, GroupDigest{ID: g.ID(), AppliedIndex: applied, SHA256: hex.EncodeToString(h.Sum(nil))})
+	}
+	return out
 }

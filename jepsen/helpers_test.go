@@ -1,0 +1,170 @@
+package jepsen
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ldcd/ldcd/client"
+)
+
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ldcd-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin, err = Build(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// fastArgs make failure detection quick on loopback.
+var fastArgs = []string{"--heartbeat-timeout", "500ms", "--election-timeout", "500ms", "--log-level", "debug"}
+
+// startCluster starts n nodes in one zone; the first bootstraps, the others
+// join it.
+func startCluster(t *testing.T, n int, args ...string) *Cluster {
+	t.Helper()
+	c := &Cluster{Bin: bin, Dir: t.TempDir(), Args: append(append([]string{}, fastArgs...), args...)}
+	t.Cleanup(func() {
+		c.Close()
+		if t.Failed() {
+			for _, node := range c.Nodes {
+				dumpLog(t, node, 40)
+			}
+		}
+	})
+	for i := 1; i <= n; i++ {
+		node, err := c.NewNode(fmt.Sprintf("n%d", i), "z1", "c1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var join []string
+		if i > 1 {
+			join = []string{c.Nodes[0].Gossip}
+		}
+		if err := c.Start(node, join...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+func dumpLog(t *testing.T, n *Node, lines int) {
+	f, err := os.Open(n.LogPath)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	var all []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if !strings.Contains(sc.Text(), "level=DEBUG") {
+			all = append(all, sc.Text())
+		}
+	}
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	t.Logf("--- last %d lines of %s ---\n%s", len(all), n.Name, strings.Join(all, "\n"))
+}
+
+func newClient(t *testing.T, nodes ...*Node) *client.Client {
+	t.Helper()
+	var eps []string
+	for _, n := range nodes {
+		eps = append(eps, n.HTTP)
+	}
+	cl, err := client.New(client.Config{Endpoints: eps, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// waitFor polls cond every 50ms until it holds or timeout passes.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if state != "" {
+			last = state
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s; last state: %s", timeout, what, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitReplicated waits until every group has a leader and exactly `voters`
+// voters, all on the given nodes, and no nonvoters.
+func waitReplicated(t *testing.T, cl *client.Client, voters int, on []*Node, timeout time.Duration) *client.ClusterInfo {
+	t.Helper()
+	allowed := map[string]bool{}
+	for _, n := range on {
+		allowed[n.Name] = true
+	}
+	var info *client.ClusterInfo
+	waitFor(t, fmt.Sprintf("every group to have %d voters", voters), timeout, func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		var err error
+		info, err = cl.Cluster(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		if len(info.Groups) != 11 {
+			return false, fmt.Sprintf("%d groups", len(info.Groups))
+		}
+		for _, g := range info.Groups {
+			if g.Leader == "" || len(g.Voters) != voters || len(g.Nonvoters) != 0 || len(g.Desired) != 0 {
+				return false, fmt.Sprintf("%s: leader %q voters %v nonvoters %v desired %v", g.ID, g.Leader, g.Voters, g.Nonvoters, g.Desired)
+			}
+			for _, v := range g.Voters {
+				if !allowed[v] {
+					return false, fmt.Sprintf("%s has a voter on %s", g.ID, v)
+				}
+			}
+		}
+		return true, ""
+	})
+	return info
+}
+
+// uidForRange returns a uid whose shard is lo (one uid per range of the
+// default topology when lo steps by 10).
+func uidForShard(shard, n int) uint64 { return uint64(n*100 + shard) }
+
+func leaderCounts(info *client.ClusterInfo) []string {
+	count := map[string]int{}
+	for _, g := range info.Groups {
+		count[g.Leader]++
+	}
+	var names []string
+	for n := range count {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return count[names[i]] > count[names[j]] || (count[names[i]] == count[names[j]] && names[i] < names[j]) })
+	return names
+}
