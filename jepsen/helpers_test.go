@@ -165,6 +165,8 @@ func leaderCounts(info *client.ClusterInfo) []string {
 	for n := range count {
 		names = append(names, n)
 	}
-	sort.Slice(names, func(i, j int) bool { return count[names[i]] > count[names[j]] || (count[names[i]] == count[names[j]] && names[i] < names[j]) })
+	sort.Slice(names, func(i, j int) bool {
+		return count[names[i]] > count[names[j]] || (count[names[i]] == count[names[j]] && names[i] < names[j])
+	})
 	return names
 }

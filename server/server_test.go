@@ -1,0 +1,195 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ldcd/ldcd/client"
+	"github.com/ldcd/ldcd/placement"
+)
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return p
+		}
+	}
+}
+
+// startNode starts a real single-node cluster in-process.
+func startNode(t testing.TB) *Server {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Name = "n1"
+	cfg.DataDir = t.TempDir()
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.RaftAddr = "127.0.0.1:0"
+	cfg.GossipAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.Raft.HeartbeatTimeout = 300 * time.Millisecond
+	cfg.Raft.ElectionTimeout = 300 * time.Millisecond
+	cfg.Raft.LeaderLeaseTimeout = 150 * time.Millisecond
+	cfg.MaxValueSize = 4096
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("LDCD_TEST_LOG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		p, _ := s.currentPlacement()
+		ready := p != nil && len(p.Groups) == 11
+		if ready {
+			for _, g := range p.Groups {
+				if lg, ok := s.host.Group(g.ID); !ok || !lg.IsLeader() {
+					ready = false
+				}
+			}
+		}
+		if ready {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("single node did not become ready")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestDecodeTxn(t *testing.T) {
+	ks := keyspace{group: "g-00-09", uid: 5}
+	tests := []struct {
+		body string
+		ok   bool
+	}{
+		{`{"then":[{"op":"put","key":"a","value":"1"}]}`, true},
+		{`{"compare":[{"key":"a","version":3}],"then":[{"op":"get","key":"a"}],"else":[{"op":"delete","key":"a"}]}`, true},
+		{`{"compare":[{"key":"a","target":"value","op":"!=","value":"x"}],"then":[{"op":"put","key":"b","value_base64":"AAE="}]}`, true},
+		{`{"compare":[{"key":"a","target":"size"}],"then":[{"op":"get","key":"a"}]}`, false},
+		{`{"then":[{"op":"get","key":"a","value":"x"}]}`, false},
+		{`{"then":[{"op":"put","key":"a","value":"x","value_base64":"eA=="}]}`, false},
+		{`{"then":[{"op":"put","key":"a","value":"` + strings.Repeat("v", 101) + `"}]}`, false},
+		{`{"then":[{"op":"put","key":"a"}]} {}`, false},
+		{`[]`, false},
+		{``, false},
+	}
+	for _, tt := range tests {
+		_, cmd, err := decodeTxn([]byte(tt.body), ks, 100)
+		if (err == nil) != tt.ok {
+			t.Errorf("decodeTxn(%.60s): err %v, want ok=%v", tt.body, err, tt.ok)
+		}
+		if err == nil && cmd.Validate() != nil {
+			t.Errorf("decodeTxn(%.60s) built an invalid command", tt.body)
+		}
+	}
+}
+
+func FuzzDecodeTxn(f *testing.F) {
+	f.Add([]byte(`{"compare":[{"key":"a","version":3}],"then":[{"op":"put","key":"a","value":"1"}],"else":[{"op":"get","key":"a"}]}`))
+	f.Add([]byte(`{"then":[{"op":"delete","key":"` + strings.Repeat("k", 1024) + `"}]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		_, cmd, err := decodeTxn(body, keyspace{uid: 1}, 1<<10)
+		if err == nil {
+			if verr := cmd.Validate(); verr != nil {
+				t.Fatalf("accepted a txn whose command is invalid: %v", verr)
+			}
+		}
+	})
+}
+
+// FuzzHTTP throws arbitrary requests at a real node's handler: every answer
+// must be a well-formed JSON error or a success, never a panic or a 500.
+func FuzzHTTP(f *testing.F) {
+	s := startNode(f)
+	h := s.routes()
+	for _, seed := range []struct{ method, path, body string }{
+		{"PUT", "/v1/kv/42/k", "v"}, {"GET", "/v1/kv/42/k", ""}, {"GET", "/v1/kv/42/?prefix=k&limit=2", ""},
+		{"DELETE", "/v1/kv/42/k?cas=0", ""}, {"POST", "/v1/txn/42", `{"then":[{"op":"get","key":"k"}]}`},
+		{"PUT", "/v1/global/x", "y"}, {"GET", "/v1/global/x?consistency=stale", ""}, {"GET", "/v1/cluster", ""},
+		{"GET", "/v1/kv/18446744073709551615/k", ""}, {"PUT", "/v1/kv/1/%00%ff", "v"}, {"GET", "/v1/internal/placement?after=99&wait=1ms", ""},
+	} {
+		f.Add(seed.method, seed.path, []byte(seed.body))
+	}
+	f.Fuzz(func(t *testing.T, method, path string, body []byte) {
+		switch method {
+		case "GET", "PUT", "POST", "DELETE", "PATCH", "HEAD":
+		default:
+			method = "GET"
+		}
+		if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \r\n\t#") {
+			return
+		}
+		req, err := http.NewRequest(method, "http://node"+path, bytes.NewReader(body))
+		if err != nil {
+			return
+		}
+		q := req.URL.Query()
+		if q.Get("timeout") == "" {
+			q.Set("timeout", "2s")
+			req.URL.RawQuery = q.Encode()
+		}
+		if w := q.Get("wait"); w != "" {
+			return // long polls are exercised by the cluster tests
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code >= 500 && rec.Code != http.StatusServiceUnavailable && rec.Code != http.StatusGatewayTimeout {
+			t.Fatalf("%s %s: %d %s", method, path, rec.Code, rec.Body)
+		}
+		if rec.Code >= 400 && method != "HEAD" {
+			var eb client.ErrorBody
+			if err := json.Unmarshal(rec.Body.Bytes(), &eb); err != nil || eb.Error == "" {
+				t.Fatalf("%s %s: %d with a body that is not a JSON error: %q", method, path, rec.Code, rec.Body)
+			}
+		}
+	})
+}
+
+func TestPlacementLongPoll(t *testing.T) {
+	s := startNode(t)
+	p, _ := s.currentPlacement()
+	srv := httptest.NewServer(s.routes())
+	defer srv.Close()
+	// Already newer: answers at once.
+	resp, err := http.Get(srv.URL + "/v1/internal/placement?after=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got placement.Placement
+	json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || got.Version != p.Version {
+		t.Fatalf("placement: %d version %d, want 200 version %d", resp.StatusCode, got.Version, p.Version)
+	}
+	// Nothing newer within the wait: 304.
+	resp, err = http.Get(fmt.Sprintf("%s/v1/internal/placement?after=%d&wait=100ms", srv.URL, p.Version))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotModified {
+		t.Fatalf("long poll with nothing new: %d, want 304", resp.StatusCode)
+	}
+}
