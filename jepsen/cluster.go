@@ -16,6 +16,10 @@ import (
 	"time"
 )
 
+// buildFlags are extra flags for go build (tests add -race when they run
+// with the race detector, so the processes are checked too).
+var buildFlags []string
+
 // Build compiles ldcd from the module that contains this package into dir
 // and returns the binary's path.
 func Build(dir string) (string, error) {
@@ -25,7 +29,8 @@ func Build(dir string) (string, error) {
 	}
 	root := filepath.Dir(strings.TrimSpace(string(out)))
 	bin := filepath.Join(dir, "ldcd")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/ldcd")
+	args := append(append([]string{"build"}, buildFlags...), "-o", bin, "./cmd/ldcd")
+	cmd := exec.Command("go", args...)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("jepsen: go build: %w\n%s", err, b)

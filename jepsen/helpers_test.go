@@ -41,6 +41,12 @@ func startCluster(t *testing.T, n int, args ...string) *Cluster {
 	c := &Cluster{Bin: bin, Dir: t.TempDir(), Args: append(append([]string{}, fastArgs...), args...)}
 	t.Cleanup(func() {
 		c.Close()
+		for _, node := range c.Nodes {
+			if b, err := os.ReadFile(node.LogPath); err == nil && strings.Contains(string(b), "DATA RACE") {
+				t.Errorf("%s reported a data race", node.Name)
+				dumpRace(t, node.Name, string(b))
+			}
+		}
 		if t.Failed() {
 			for _, node := range c.Nodes {
 				dumpLog(t, node, 40)
@@ -169,4 +175,13 @@ func leaderCounts(info *client.ClusterInfo) []string {
 		return count[names[i]] > count[names[j]] || (count[names[i]] == count[names[j]] && names[i] < names[j])
 	})
 	return names
+}
+
+func dumpRace(t *testing.T, name, log string) {
+	i := strings.Index(log, "WARNING: DATA RACE")
+	if i < 0 {
+		return
+	}
+	end := min(len(log), i+6000)
+	t.Logf("--- race in %s ---\n%s", name, log[i:end])
 }

@@ -1,0 +1,5 @@
+//go:build race
+
+package jepsen
+
+func init() { buildFlags = append(buildFlags, "-race") }
