@@ -47,6 +47,9 @@ type Config struct {
 	// PlacementInterval is how often the placement driver and agents run.
 	PlacementInterval time.Duration
 
+	// Pprof serves the runtime profiles under /debug/pprof/ on the HTTP port.
+	Pprof bool
+
 	// Raft tuning, passed to every group.
 	Raft raftgroup.Config
 

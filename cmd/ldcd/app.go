@@ -61,6 +61,7 @@ func startCommand() *cli.Command {
 			&cli.DurationFlag{Name: "election-timeout", Value: d.Raft.ElectionTimeout, EnvVars: env("ELECTION_TIMEOUT"), Usage: "Raft election timeout of every group"},
 			&cli.Uint64Flag{Name: "snapshot-threshold", Value: d.Raft.SnapshotThreshold, EnvVars: env("SNAPSHOT_THRESHOLD"), Usage: "log entries between snapshots of a group"},
 			&cli.Uint64Flag{Name: "trailing-logs", Value: d.Raft.TrailingLogs, EnvVars: env("TRAILING_LOGS"), Usage: "log entries kept after a snapshot"},
+			&cli.BoolFlag{Name: "pprof", EnvVars: env("PPROF"), Usage: "serve runtime profiles under /debug/pprof/ on the HTTP port"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("LOG_LEVEL"), Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("LOG_FORMAT"), Usage: "text or json"},
 		},
@@ -82,6 +83,7 @@ func startCommand() *cli.Command {
 				}
 			}
 			cfg.MaxValueSize = c.Int("max-value-size")
+			cfg.Pprof = c.Bool("pprof")
 			cfg.RequestTimeout = c.Duration("request-timeout")
 			cfg.DeadNodeTimeout = c.Duration("dead-node-timeout")
 			cfg.Raft.HeartbeatTimeout = c.Duration("heartbeat-timeout")
