@@ -194,6 +194,11 @@ func keyCommands(name, usage string, needUID bool, ops func(c *cli.Context) (key
 	casFlag := &cli.StringFlag{Name: "cas", Usage: "write only if the key's version is this (0: the key must not exist)"}
 	staleFlag := &cli.BoolFlag{Name: "stale", Usage: "read from the nearest replica, which may lag"}
 	withOps := func(c *cli.Context, nargs string, min, max int) (keyOps, *client.Client, error) {
+		for _, a := range c.Args().Slice() {
+			if strings.HasPrefix(a, "--") && len(a) > 2 {
+				return keyOps{}, nil, fmt.Errorf("flags go before the arguments: ldcd %s %s [flags] %s%s (got %q after them)", name, c.Command.Name, argsPrefix, nargs, a)
+			}
+		}
 		if n := c.NArg(); n < min || n > max {
 			return keyOps{}, nil, fmt.Errorf("usage: ldcd %s %s %s%s", name, c.Command.Name, argsPrefix, nargs)
 		}

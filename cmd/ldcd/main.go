@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -14,7 +15,11 @@ func main() {
 	err := run(ctx, os.Args)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "ldcd:", err)
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "ldcd") {
+			msg = "ldcd: " + msg
+		}
+		fmt.Fprintln(os.Stderr, msg)
 		os.Exit(1)
 	}
 }
