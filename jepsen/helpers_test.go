@@ -185,3 +185,10 @@ func dumpRace(t *testing.T, name, log string) {
 	end := min(len(log), i+6000)
 	t.Logf("--- race in %s ---\n%s", name, log[i:end])
 }
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
