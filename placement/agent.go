@@ -155,6 +155,9 @@ func Actions(me string, local []string, leading map[string][]Member, p *Placemen
 			if _, mine := g.Replica(me); mine {
 				continue
 			}
+			if _, lead := leading[id]; lead {
+				continue // hand leadership away first (below), stop next round
+			}
 		}
 		out = append(out, Action{Kind: ActStop, Group: id})
 	}

@@ -203,6 +203,12 @@ func (s *Server) followPlacement() {
 					s.setPlacement(pl)
 				}
 			}
+			// A replica that knows no leader may have been removed from the
+			// global group (a removed follower is not told): then its copy
+			// is stale, and only a peer can say so.
+			if id, _ := g.Leader(); id == "" && s.pollPlacement(true) {
+				continue
+			}
 			select {
 			case <-s.ctx.Done():
 			case <-s.globalApplied:
@@ -210,7 +216,7 @@ func (s *Server) followPlacement() {
 			}
 			continue
 		}
-		if s.pollPlacement() {
+		if s.pollPlacement(false) {
 			backoff = 200 * time.Millisecond
 			continue
 		}
@@ -225,8 +231,9 @@ func (s *Server) followPlacement() {
 
 // pollPlacement asks one peer for a newer placement, waiting up to 10s for
 // one. Peers that host the global group are asked first. It reports whether
-// a peer answered.
-func (s *Server) pollPlacement() bool {
+// a peer answered. Unless force is set, it gives up as soon as a local
+// global replica exists, to read that instead.
+func (s *Server) pollPlacement(force bool) bool {
 	cur, _ := s.currentPlacement()
 	var after uint64
 	preferred := map[string]bool{}
@@ -254,10 +261,17 @@ func (s *Server) pollPlacement() bool {
 		}
 	}
 	for _, m := range ordered {
-		if _, ok := s.host.Group(placement.GlobalGroup); ok || s.ctx.Err() != nil {
+		if s.ctx.Err() != nil {
+			return true
+		}
+		if _, ok := s.host.Group(placement.GlobalGroup); ok && !force {
 			return true // a local replica appeared: read it instead
 		}
-		q := url.Values{"after": {strconv.FormatUint(after, 10)}, "wait": {"10s"}}
+		wait := "10s"
+		if force {
+			wait = "1s"
+		}
+		q := url.Values{"after": {strconv.FormatUint(after, 10)}, "wait": {wait}}
 		var pl placement.Placement
 		err := s.getJSON(s.ctx, m.HTTP, "/v1/internal/placement?"+q.Encode(), 15*time.Second, &pl)
 		if errors.Is(err, errNotModified) {

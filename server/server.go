@@ -58,7 +58,19 @@ type Server struct {
 
 // New starts a node: it reopens its groups, bootstraps a new cluster if it
 // is the first node, joins the others, and serves HTTP. Close stops it.
-func New(cfg Config) (s *Server, err error) {
+func New(cfg Config) (*Server, error) {
+	s, err := newServer(cfg)
+	if err != nil {
+		if s != nil {
+			s.Close()
+		}
+		return nil, err
+	}
+	return s, nil
+}
+
+// newServer builds the node; on error the caller closes what it returns.
+func newServer(cfg Config) (s *Server, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -76,15 +88,9 @@ func New(cfg Config) (s *Server, err error) {
 		globalApplied: make(chan struct{}, 1),
 		memberChanged: make(chan struct{}, 1),
 	}
-	defer func() {
-		if err != nil {
-			s.Close()
-		}
-	}()
-
 	raftLn, err := net.Listen("tcp", cfg.RaftAddr)
 	if err != nil {
-		return nil, fmt.Errorf("server: raft listener: %w", err)
+		return s, fmt.Errorf("server: raft listener: %w", err)
 	}
 	s.raftAdv = cfg.advertise(raftLn.Addr())
 	rc := cfg.Raft
@@ -97,25 +103,26 @@ func New(cfg Config) (s *Server, err error) {
 	s.host, err = raftgroup.New(rc)
 	if err != nil {
 		raftLn.Close()
-		return nil, err
+		return s, err
 	}
 
 	s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
-		return nil, fmt.Errorf("server: http listener: %w", err)
+		return s, fmt.Errorf("server: http listener: %w", err)
 	}
 	s.httpAdv = cfg.advertise(s.httpLn.Addr())
 
-	_, marked := os.Stat(filepath.Join(cfg.DataDir, markerFile))
+	_, statErr := os.Stat(filepath.Join(cfg.DataDir, markerFile))
+	member := statErr == nil // this data dir already belongs to a cluster
 	_, hasGlobal := s.host.Group(placement.GlobalGroup)
-	if !hasGlobal && len(cfg.Join) == 0 && marked != nil {
+	if !hasGlobal && len(cfg.Join) == 0 && !member {
 		s.logger.Info("bootstrapping a new cluster")
 		self := []raft.Server{{ID: raft.ServerID(cfg.Name), Address: raft.ServerAddress(s.raftAdv)}}
 		if _, err := s.host.Create(placement.GlobalGroup, self); err != nil {
-			return nil, err
+			return s, err
 		}
 		if err := s.mark(); err != nil {
-			return nil, err
+			return s, err
 		}
 	}
 
@@ -126,7 +133,7 @@ func New(cfg Config) (s *Server, err error) {
 
 	s.mem, err = startMembership(&s.cfg, s.httpAdv, s.raftAdv, s.onMembership)
 	if err != nil {
-		return nil, err
+		return s, err
 	}
 	s.httpSrv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
 	s.wg.Add(1)

@@ -193,3 +193,28 @@ func TestPlacementLongPoll(t *testing.T) {
 		t.Fatalf("long poll with nothing new: %d, want 304", resp.StatusCode)
 	}
 }
+
+func TestStartFailureCleansUp(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg := DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.RaftAddr = "127.0.0.1:0"
+	cfg.HTTPAddr = busy.Addr().String() // taken: New must fail, not panic
+	cfg.GossipAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := New(cfg)
+	if err == nil || s != nil {
+		t.Fatalf("New with a busy HTTP port: %v, %v; want an error", s, err)
+	}
+	// What it opened was released: the same data dir opens again.
+	cfg.HTTPAddr = "127.0.0.1:0"
+	s, err = New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+}
