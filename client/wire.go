@@ -131,6 +131,33 @@ type GroupInfo struct {
 	// Desired lists the replicas placement wants, when they differ from the
 	// configuration (a change is in progress).
 	Desired []string `json:"desired,omitempty"`
+	// ServingZone is the zone whose replica should lead: the owner zone, or
+	// the zone that took over after a failover.
+	ServingZone string `json:"serving_zone,omitempty"`
+	// Pinned reports whether the leader is in the serving zone.
+	Pinned bool `json:"pinned"`
+	// Epoch is the routing epoch of the group's last ownership change.
+	Epoch uint64 `json:"epoch"`
+	// Zones maps each member (voter or not) to its zone.
+	Zones map[string]string `json:"zones"`
+}
+
+// RouteInfo is one range of GET /v1/routing.
+type RouteInfo struct {
+	Shards      string `json:"shards"`
+	Group       string `json:"group"`
+	OwnerZone   string `json:"owner_zone"`
+	ServingZone string `json:"serving_zone"`
+	Epoch       uint64 `json:"epoch"`
+	Leader      string `json:"leader"`
+	LeaderHTTP  string `json:"leader_http"`
+}
+
+// Routing answers GET /v1/routing: where each range is served.
+type Routing struct {
+	// Epoch increases with every change of a range's owner or serving zone.
+	Epoch  uint64      `json:"epoch"`
+	Ranges []RouteInfo `json:"ranges"`
 }
 
 // ClusterInfo answers GET /v1/cluster.
@@ -138,6 +165,7 @@ type ClusterInfo struct {
 	Nodes            []NodeInfo  `json:"nodes"`
 	Groups           []GroupInfo `json:"groups"`
 	PlacementVersion uint64      `json:"placement_version"`
+	Epoch            uint64      `json:"epoch"`
 	// Leader is the node that leads the global group and answered.
 	Leader string `json:"leader"`
 }

@@ -41,12 +41,7 @@ func startCluster(t *testing.T, n int, args ...string) *Cluster {
 	c := &Cluster{Bin: bin, Dir: t.TempDir(), Args: append(append([]string{}, fastArgs...), args...)}
 	t.Cleanup(func() {
 		c.Close()
-		for _, node := range c.Nodes {
-			if b, err := os.ReadFile(node.LogPath); err == nil && strings.Contains(string(b), "DATA RACE") {
-				t.Errorf("%s reported a data race", node.Name)
-				dumpRace(t, node.Name, string(b))
-			}
-		}
+		checkRaces(t, c)
 		if t.Failed() {
 			for _, node := range c.Nodes {
 				dumpLog(t, node, 40)
@@ -190,5 +185,15 @@ func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// checkRaces fails the test if any node's log reports a data race.
+func checkRaces(t *testing.T, c *Cluster) {
+	for _, node := range c.Nodes {
+		if b, err := os.ReadFile(node.LogPath); err == nil && strings.Contains(string(b), "DATA RACE") {
+			t.Errorf("%s reported a data race", node.Name)
+			dumpRace(t, node.Name, string(b))
+		}
 	}
 }

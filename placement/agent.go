@@ -28,8 +28,17 @@ type Local interface {
 	Promote(ctx context.Context, id, node string) error
 	// RemoveMember removes node from group id.
 	RemoveMember(ctx context.Context, id, node string) error
-	// TransferLeadership hands group id's leadership to another voter.
-	TransferLeadership(ctx context.Context, id string) error
+	// TransferLeadership hands group id's leadership to node ("": any
+	// other voter).
+	TransferLeadership(ctx context.Context, id, node string) error
+	// Zone returns the zone of node as membership knows it ("" if unknown).
+	Zone(node string) string
+	// Reachable reports whether this node, leading group id, has working
+	// heartbeats to node (cheap; negative evidence only).
+	Reachable(id, node string) bool
+	// ReadyToLead asks node whether its replica of group id is up and caught
+	// up with this leader, so that a transfer to it will succeed.
+	ReadyToLead(ctx context.Context, id, node string) bool
 }
 
 // Agent reconciles the replicas of its node to the desired placement: it
@@ -43,6 +52,8 @@ type Agent struct {
 	latest *Placement
 	kick   chan struct{}
 
+	lastTransfer map[string]time.Time // per group; used by the agent goroutine only
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -54,7 +65,7 @@ func StartAgent(l Local, interval time.Duration, logger *slog.Logger) *Agent {
 		logger = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &Agent{l: l, logger: logger, kick: make(chan struct{}, 1), cancel: cancel}
+	a := &Agent{l: l, logger: logger, kick: make(chan struct{}, 1), cancel: cancel, lastTransfer: map[string]time.Time{}}
 	a.wg.Add(1)
 	go a.run(ctx, interval)
 	return a
@@ -104,7 +115,7 @@ func (a *Agent) run(ctx context.Context, interval time.Duration) {
 			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		for _, err := range Reconcile(rctx, a.l, p) {
+		for _, err := range a.reconcile(rctx, p, time.Now()) {
 			if ctx.Err() == nil {
 				a.logger.Warn("reconcile", "error", err)
 			}
@@ -131,44 +142,74 @@ type Action struct {
 	Node  string // the member concerned, for configuration changes
 }
 
-// Actions returns what node me must do to move toward p, given the groups it
-// hosts and the configurations of the groups it leads. It is pure: the agent
-// carries the actions out.
-func Actions(me string, local []string, leading map[string][]Member, p *Placement) []Action {
+// View is what the agent knows of its node when it decides.
+type View struct {
+	Me    string
+	Zone  string
+	Local []string // groups with a replica here
+	// Leading holds the configuration of each group this node leads.
+	Leading map[string][]Member
+	// ZoneOf maps node names to zones.
+	ZoneOf map[string]string
+	// Unreachable lists, per led group, the peers whose heartbeats fail.
+	Unreachable map[string]map[string]bool
+}
+
+// Actions returns what the node must do to move toward p. It is pure: the
+// agent carries the actions out.
+func Actions(v View, p *Placement) []Action {
 	var out []Action
 	have := map[string]bool{}
-	for _, id := range local {
+	for _, id := range v.Local {
 		have[id] = true
 	}
 	for _, g := range p.Groups {
-		if _, mine := g.Replica(me); !mine || have[g.ID] {
+		if _, mine := g.Replica(v.Me); !mine || have[g.ID] {
 			continue
 		}
 		kind := ActStart
-		if g.Bootstrap == me && len(g.Replicas) == 1 {
+		if g.Bootstrap == v.Me && len(g.Replicas) == 1 {
 			kind = ActBoot
 		}
 		out = append(out, Action{Kind: kind, Group: g.ID})
 	}
-	for _, id := range local {
+	for _, id := range v.Local {
 		if g, ok := p.Group(id); ok {
-			if _, mine := g.Replica(me); mine {
+			if _, mine := g.Replica(v.Me); mine {
 				continue
 			}
-			if _, lead := leading[id]; lead {
+			if _, lead := v.Leading[id]; lead {
 				continue // hand leadership away first (below), stop next round
 			}
 		}
 		out = append(out, Action{Kind: ActStop, Group: id})
 	}
 	for _, g := range p.Groups {
-		if members, ok := leading[g.ID]; ok {
-			if a, ok := step(me, &g, members); ok {
-				out = append(out, a)
-			}
+		members, ok := v.Leading[g.ID]
+		if !ok {
+			continue
+		}
+		if a, ok := step(v.Me, &g, members); ok {
+			out = append(out, a)
+		} else if a, ok := pin(v, &g, members); ok {
+			out = append(out, a)
 		}
 	}
 	return out
+}
+
+// pin returns a leadership transfer to a reachable voter in g's serving
+// zone, if this node leads g from another zone.
+func pin(v View, g *GroupPlacement, members []Member) (Action, bool) {
+	if g.ServingZone == "" || v.Zone == g.ServingZone {
+		return Action{}, false
+	}
+	for _, m := range members {
+		if m.Voter && m.Node != v.Me && v.ZoneOf[m.Node] == g.ServingZone && !v.Unreachable[g.ID][m.Node] {
+			return Action{Kind: ActTransfer, Group: g.ID, Node: m.Node}, true
+		}
+	}
+	return Action{}, false
 }
 
 // step returns the one Raft configuration change that moves a group this
@@ -201,35 +242,60 @@ func step(me string, g *GroupPlacement, members []Member) (Action, bool) {
 	return Action{}, false
 }
 
-// Reconcile computes the actions for p and carries them out, returning what
+// transferEvery bounds leadership transfers of one group: a transfer that
+// fails (the target lags or just died) pauses the group's writes for up to an
+// election timeout, so it is not retried at once.
+const transferEvery = 3 * time.Second
+
+// reconcile computes the actions for p and carries them out, returning what
 // failed.
-func Reconcile(ctx context.Context, l Local, p *Placement) []error {
-	local := l.LocalGroups()
-	leading := map[string][]Member{}
-	for _, id := range local {
-		if m, ok := l.LeaderMembers(id); ok {
-			leading[id] = m
+func (a *Agent) reconcile(ctx context.Context, p *Placement, now time.Time) []error {
+	l := a.l
+	v := View{Me: l.Node(), Zone: l.Zone(l.Node()), Local: l.LocalGroups(),
+		Leading: map[string][]Member{}, ZoneOf: map[string]string{}, Unreachable: map[string]map[string]bool{}}
+	for _, id := range v.Local {
+		m, ok := l.LeaderMembers(id)
+		if !ok {
+			continue
+		}
+		v.Leading[id] = m
+		for _, mem := range m {
+			v.ZoneOf[mem.Node] = l.Zone(mem.Node)
+			if !l.Reachable(id, mem.Node) {
+				if v.Unreachable[id] == nil {
+					v.Unreachable[id] = map[string]bool{}
+				}
+				v.Unreachable[id][mem.Node] = true
+			}
 		}
 	}
 	var errs []error
-	for _, a := range Actions(l.Node(), local, leading, p) {
+	for _, act := range Actions(v, p) {
 		var err error
-		switch a.Kind {
+		switch act.Kind {
 		case ActStart, ActBoot:
-			err = l.StartReplica(a.Group, a.Kind == ActBoot)
+			err = l.StartReplica(act.Group, act.Kind == ActBoot)
 		case ActStop:
-			err = l.StopReplica(a.Group)
+			err = l.StopReplica(act.Group)
 		case ActLearner:
-			err = l.AddLearner(ctx, a.Group, a.Node)
+			err = l.AddLearner(ctx, act.Group, act.Node)
 		case ActPromote:
-			err = l.Promote(ctx, a.Group, a.Node)
+			err = l.Promote(ctx, act.Group, act.Node)
 		case ActRemove:
-			err = l.RemoveMember(ctx, a.Group, a.Node)
+			err = l.RemoveMember(ctx, act.Group, act.Node)
 		case ActTransfer:
-			err = l.TransferLeadership(ctx, a.Group)
+			if now.Sub(a.lastTransfer[act.Group]) < transferEvery {
+				continue
+			}
+			if act.Node != "" && !l.ReadyToLead(ctx, act.Group, act.Node) {
+				continue // a transfer to it would stall writes and fail
+			}
+			a.lastTransfer[act.Group] = now
+			a.logger.Info("transferring leadership", "group", act.Group, "to", act.Node)
+			err = l.TransferLeadership(ctx, act.Group, act.Node)
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s %s %s: %w", a.Kind, a.Group, a.Node, err))
+			errs = append(errs, fmt.Errorf("%s %s %s: %w", act.Kind, act.Group, act.Node, err))
 		}
 	}
 	return errs

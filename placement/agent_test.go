@@ -21,7 +21,7 @@ func TestActions(t *testing.T) {
 		"g-20-29": {{Node: "a", Voter: true}, {Node: "b", Voter: true}, {Node: "c", Voter: true}}, // a leaves: transfer first
 		"g-40-49": {{Node: "a", Voter: true}, {Node: "c", Voter: true}, {Node: "d", Voter: true}}, // remove d
 	}
-	got := Actions("a", local, leading, p)
+	got := Actions(View{Me: "a", Local: local, Leading: leading}, p)
 	want := []Action{
 		{Kind: ActBoot, Group: "g-00-09"},
 		{Kind: ActStart, Group: "g-30-39"}, // named as bootstrap node but no longer alone: must not bootstrap
@@ -36,7 +36,31 @@ func TestActions(t *testing.T) {
 		t.Fatalf("actions\n got %+v\nwant %+v", got, want)
 	}
 	// A settled node has nothing to do.
-	if got := Actions("b", []string{"global", "g-10-19", "g-20-29", "g-30-39"}, nil, p); len(got) != 0 {
+	if got := Actions(View{Me: "b", Local: []string{"global", "g-10-19", "g-20-29", "g-30-39"}}, p); len(got) != 0 {
 		t.Fatalf("settled node got actions %+v", got)
+	}
+}
+
+func TestActionsPinLeader(t *testing.T) {
+	p := &Placement{Version: 3, Topology: DefaultTopology("z", "c"), Groups: []GroupPlacement{
+		{ID: "g-00-09", ServingZone: "rz0", Replicas: []Replica{{Node: "a", Voter: true}, {Node: "b", Voter: true}, {Node: "c", Voter: true}}},
+		{ID: "g-10-19", ServingZone: "rz1", Replicas: []Replica{{Node: "a", Voter: true}, {Node: "b", Voter: true}, {Node: "c", Voter: true}}},
+		{ID: "g-20-29", ServingZone: "rz0", Replicas: []Replica{{Node: "a", Voter: true}, {Node: "b", Voter: true}, {Node: "c", Voter: true}}},
+	}}
+	members := []Member{{Node: "a", Voter: true}, {Node: "b", Voter: true}, {Node: "c", Voter: true}}
+	v := View{
+		Me: "b", Zone: "rz1",
+		Local:       []string{"g-00-09", "g-10-19", "g-20-29"},
+		Leading:     map[string][]Member{"g-00-09": members, "g-10-19": members, "g-20-29": members},
+		ZoneOf:      map[string]string{"a": "rz0", "b": "rz1", "c": "rz2"},
+		Unreachable: map[string]map[string]bool{"g-20-29": {"a": true}},
+	}
+	got := Actions(v, p)
+	// g-00-09: led from rz1 but served by rz0: hand it to a.
+	// g-10-19: already led from its serving zone.
+	// g-20-29: a is unreachable: no transfer into a dead end.
+	want := []Action{{Kind: ActTransfer, Group: "g-00-09", Node: "a"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("actions %+v, want %+v", got, want)
 	}
 }

@@ -22,6 +22,13 @@ type GroupPlacement struct {
 	OwnerZone string `json:"owner_zone,omitempty"`
 	// Replicas lists the nodes that should host the group.
 	Replicas []Replica `json:"replicas"`
+	// ServingZone is the zone whose replica should lead and serve the
+	// group: the owner zone while it is healthy; after a failover, the zone
+	// that took over, until failback.
+	ServingZone string `json:"serving_zone,omitempty"`
+	// Epoch is the routing epoch at which the group's owner or serving zone
+	// last changed.
+	Epoch uint64 `json:"epoch"`
 	// Bootstrap names the node that creates the group's first configuration.
 	// Only that node, and only while it is the group's sole replica, may
 	// bootstrap it.
@@ -52,7 +59,10 @@ func (g *GroupPlacement) Voters() []string {
 // Placement is the desired state of the cluster, stored in the global group
 // and followed by every node's agent. Version increases with every change.
 type Placement struct {
-	Version  uint64           `json:"version"`
+	Version uint64 `json:"version"`
+	// Epoch is the routing epoch: it increases with every change of a
+	// range's owner or serving zone.
+	Epoch    uint64           `json:"epoch"`
 	Topology *Topology        `json:"topology"`
 	Groups   []GroupPlacement `json:"groups"`
 }

@@ -68,6 +68,13 @@ const (
 	// DecideRebalance adds a learner on an underloaded node; once it is
 	// promoted, the extra replica on the most loaded node is removed.
 	DecideRebalance = "rebalance"
+	// DecideServe sets a group's serving zone for the first time.
+	DecideServe = "serve"
+	// DecideFailover records that a group's leadership moved out of its
+	// serving zone because that zone has no caught-up voter.
+	DecideFailover = "failover"
+	// DecideFailback returns a group's serving zone to its owner zone.
+	DecideFailback = "failback"
 )
 
 // Decision is one change the planner made to the placement.
@@ -97,6 +104,7 @@ func Plan(p *Placement, s ClusterState, o Options) (*Placement, []Decision) {
 	}
 	pl.createMissing()
 	for i := range pl.p.Groups {
+		pl.serve(&pl.p.Groups[i])
 		pl.step(&pl.p.Groups[i])
 	}
 	if len(pl.out) == 0 {
@@ -185,6 +193,109 @@ func (pl *planner) candidate(g *GroupPlacement, preferZone string) (string, bool
 		return a.Name < b.Name
 	})
 	return cands[0].Name, true
+}
+
+// preferredZone is where a group's leader belongs: its owner zone, or the
+// GZone for the global group ("" when there is none).
+func (pl *planner) preferredZone(g *GroupPlacement) string {
+	if g.ID == GlobalGroup {
+		return pl.p.Topology.GZone()
+	}
+	return g.OwnerZone
+}
+
+// caughtUp reports whether node answered this round's status poll with an
+// applied index within CatchUpLag of the group's leader.
+func (pl *planner) caughtUp(st GroupState, node string) bool {
+	applied, ok := st.Applied[node]
+	return ok && pl.nodes[node].Alive && applied > 0 && applied+pl.o.CatchUpLag >= st.LeaderApplied
+}
+
+// zoneReady reports whether zone holds a voter of g that could lead now.
+func (pl *planner) zoneReady(g *GroupPlacement, st GroupState, zone string) bool {
+	for _, r := range g.Replicas {
+		if r.Voter && pl.nodes[r.Node].Zone == zone && pl.caughtUp(st, r.Node) {
+			return true
+		}
+	}
+	return false
+}
+
+func (pl *planner) bump(g *GroupPlacement) {
+	pl.p.Epoch++
+	g.Epoch = pl.p.Epoch
+}
+
+// serve keeps g's serving zone: the owner zone while it has a caught-up
+// voter; after the leadership moved away from a serving zone that has none,
+// the zone that now leads (failover); and back to the owner zone once it
+// has caught up, unless the range's failback is manual.
+func (pl *planner) serve(g *GroupPlacement) {
+	owner := pl.preferredZone(g)
+	if owner == "" {
+		if g.ServingZone != "" {
+			g.ServingZone = ""
+			pl.bump(g)
+		}
+		return
+	}
+	if g.ServingZone == "" {
+		g.ServingZone = owner
+		pl.bump(g)
+		pl.decide(DecideServe, g.ID, "", "serving zone "+owner)
+		return
+	}
+	st, ok := pl.s.Groups[g.ID]
+	if !ok || st.Leader == "" {
+		return
+	}
+	leaderZone := pl.nodes[st.Leader].Zone
+	manual := false
+	if r, ok := pl.p.Topology.Range(g.ID); ok && r.Failback == FailbackManual {
+		manual = true
+	}
+	switch {
+	case g.ServingZone != owner && !manual && pl.zoneReady(g, st, owner):
+		from := g.ServingZone
+		g.ServingZone = owner
+		pl.bump(g)
+		pl.decide(DecideFailback, g.ID, "", fmt.Sprintf("owner zone %s has caught up; serving zone %s → %s", owner, from, owner))
+	case !pl.zoneReady(g, st, g.ServingZone):
+		// The serving zone is lost: serve from the first ready zone of the
+		// failover list, else from wherever Raft elected the leader.
+		to := leaderZone
+		for _, z := range FailoverOrder(pl.p.Topology, g) {
+			if pl.zoneReady(g, st, z) {
+				to = z
+				break
+			}
+		}
+		if to == "" || to == g.ServingZone {
+			return
+		}
+		from := g.ServingZone
+		g.ServingZone = to
+		pl.bump(g)
+		pl.decide(DecideFailover, g.ID, st.Leader, fmt.Sprintf("serving zone %s has no caught-up voter; serving zone %s → %s", from, from, to))
+	}
+}
+
+// candidateIn picks the best node in zone for a new replica of g.
+func (pl *planner) candidateIn(g *GroupPlacement, zone string) (string, bool) {
+	load := pl.load()
+	best, bestLoad := "", 0
+	for _, n := range pl.s.Nodes {
+		if n.Zone != zone || !pl.eligible(n) {
+			continue
+		}
+		if _, hosting := g.Replica(n.Name); hosting {
+			continue
+		}
+		if best == "" || load[n.Name] < bestLoad || (load[n.Name] == bestLoad && n.Name < best) {
+			best, bestLoad = n.Name, load[n.Name]
+		}
+	}
+	return best, best != ""
 }
 
 // createMissing adds a group, with one bootstrapping replica, for every
@@ -279,8 +390,9 @@ func (pl *planner) step(g *GroupPlacement) {
 		return
 	}
 
-	// 4. Remove a surplus replica (a rebalancing move whose new replica is
-	// now a voter): the one on the most loaded node, keeping zones distinct.
+	// 4. Remove a surplus replica (a move whose new replica is now a
+	// voter): one in a duplicated zone, else the one on the most loaded
+	// node, never the preferred zone's last.
 	if healthyVoters > want && healthy == len(g.Replicas) && healthyVoters == len(g.Replicas) {
 		if victim, ok := pl.surplus(g, prefer); ok {
 			for i, r := range g.Replicas {
@@ -293,11 +405,39 @@ func (pl *planner) step(g *GroupPlacement) {
 		}
 		return
 	}
+	if len(g.Replicas) != want || healthyVoters != want {
+		return
+	}
+
+	// 5. The preferred zone holds a replica, and zones are not shared while
+	// an unused zone has room: move a replica there.
+	zoneCount := map[string]int{}
+	for _, r := range g.Replicas {
+		zoneCount[pl.nodes[r.Node].Zone]++
+	}
+	if prefer != "" && zoneCount[prefer] == 0 {
+		if node, ok := pl.candidateIn(g, prefer); ok {
+			g.Replicas = append(g.Replicas, Replica{Node: node})
+			pl.decide(DecideAdd, g.ID, node, "preferred zone "+prefer+" holds no replica")
+			return
+		}
+	}
+	for _, c := range zoneCount {
+		if c < 2 {
+			continue
+		}
+		if node, ok := pl.candidate(g, prefer); ok && zoneCount[pl.nodes[node].Zone] == 0 {
+			g.Replicas = append(g.Replicas, Replica{Node: node})
+			pl.decide(DecideAdd, g.ID, node, "spread replicas over zone "+pl.nodes[node].Zone)
+			return
+		}
+		break
+	}
 
 	// 5. Rebalance: move one replica from the most loaded node hosting g to
 	// a node with at least two fewer replicas, if that keeps g's zones as
 	// spread as they are. One move at a time in the whole cluster.
-	if pl.rebalanced || len(g.Replicas) != want || healthyVoters != want {
+	if pl.rebalanced {
 		return
 	}
 	load := pl.load()

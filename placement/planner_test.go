@@ -16,6 +16,8 @@ type sim struct {
 	p     *Placement
 	nodes map[string]*NodeState
 	opts  Options
+
+	leaders map[string]string // group → node, as leaderOf last chose
 }
 
 func newSim(t *testing.T, topo *Topology, first NodeState) *sim {
@@ -50,14 +52,50 @@ func (s *sim) state() ClusterState {
 			st.Members = append(st.Members, Member{Node: r.Node, Voter: r.Voter})
 			if s.nodes[r.Node].Alive {
 				st.Applied[r.Node] = 100
-				if st.Leader == "" && r.Voter {
-					st.Leader = r.Node
-				}
 			}
 		}
+		st.Leader = s.leaderOf(&g)
 		cs.Groups[g.ID] = st
 	}
 	return cs
+}
+
+// leaderOf models where Raft and the agents put a group's leader: with a
+// quorum alive, the agents hand leadership to a voter in the serving zone;
+// failing that, the previous leader keeps it while alive; failing that, Raft
+// elects some alive voter (here: the first by name, deliberately not the
+// preferred one, so that the tests see the agents' transfer do the work).
+func (s *sim) leaderOf(g *GroupPlacement) string {
+	if s.leaders == nil {
+		s.leaders = map[string]string{}
+	}
+	alive := func(n string) bool {
+		r, ok := g.Replica(n)
+		return ok && r.Voter && s.nodes[n].Alive
+	}
+	up := 0
+	var names []string
+	for _, r := range g.Replicas {
+		if alive(r.Node) {
+			up++
+			names = append(names, r.Node)
+		}
+	}
+	if 2*up <= len(g.Voters()) {
+		return "" // no quorum, no leader
+	}
+	for _, r := range g.Replicas {
+		if alive(r.Node) && g.ServingZone != "" && s.nodes[r.Node].Zone == g.ServingZone {
+			s.leaders[g.ID] = r.Node
+			return r.Node
+		}
+	}
+	if cur := s.leaders[g.ID]; cur != "" && alive(cur) {
+		return cur
+	}
+	sort.Strings(names)
+	s.leaders[g.ID] = names[0]
+	return names[0]
 }
 
 // settle runs the planner until it has nothing more to do.

@@ -21,6 +21,12 @@ const (
 	KindCZone = "czone" // holds a read-only copy of global data; no voters
 )
 
+// Failback modes of a range.
+const (
+	FailbackAuto   = "auto"
+	FailbackManual = "manual"
+)
+
 // ErrBadTopology wraps every topology validation error.
 var ErrBadTopology = errors.New("placement: bad topology")
 
@@ -41,6 +47,10 @@ type Range struct {
 	// Failover lists, in order of preference, the zones that take over the
 	// range when its owner is lost.
 	Failover []string `yaml:"failover,omitempty" json:"failover,omitempty"`
+	// Failback is "auto" (the default: leadership returns to the owner zone
+	// once its replica has caught up) or "manual" (it stays in the zone that
+	// took over until an operator moves it back).
+	Failback string `yaml:"failback,omitempty" json:"failback,omitempty"`
 
 	lo, hi int
 }
@@ -177,6 +187,11 @@ func (t *Topology) Validate() error {
 		case z.Kind != KindRZone:
 			return bad("range %s: owner %s is a %s; only an rzone owns shards", r.Shards, r.Owner, z.Kind)
 		}
+		switch r.Failback {
+		case "", FailbackAuto, FailbackManual:
+		default:
+			return bad("range %s: failback %q, want auto or manual", r.Shards, r.Failback)
+		}
 		for _, f := range r.Failover {
 			fz, ok := zones[f]
 			if !ok {
@@ -232,6 +247,16 @@ func (t *Topology) GZone() string {
 		}
 	}
 	return ""
+}
+
+// Range returns the range replicated by group id.
+func (t *Topology) Range(id string) (Range, bool) {
+	for _, r := range t.Ranges {
+		if r.GroupID() == id {
+			return r, true
+		}
+	}
+	return Range{}, false
 }
 
 // RangeOf returns the range holding shard.

@@ -34,6 +34,9 @@ type Group struct {
 	barrierCh chan struct{} // one barrier at a time (a lock that honours ctx)
 	verify    verifier
 
+	peerMu  sync.Mutex      // guards failing
+	failing map[string]bool // peers whose heartbeats fail, as this leader sees them
+
 	notifyCh chan bool
 	done     chan struct{}
 	wg       sync.WaitGroup
@@ -50,6 +53,7 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 	g = &Group{
 		id: id, dir: dir, host: h, logger: logger,
 		barrierCh: make(chan struct{}, 1),
+		failing:   map[string]bool{},
 		notifyCh:  make(chan bool, 8),
 		done:      make(chan struct{}),
 	}
@@ -127,6 +131,25 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 			return nil, fmt.Errorf("raftgroup: bootstrap %s: %w", id, err)
 		}
 	}
+	// Track which peers this leader cannot reach, from raft's heartbeat
+	// observations; the filter runs inline and forwards nothing.
+	g.raft.RegisterObserver(raft.NewObserver(nil, false, func(o *raft.Observation) bool {
+		switch d := o.Data.(type) {
+		case raft.FailedHeartbeatObservation:
+			g.peerMu.Lock()
+			g.failing[string(d.PeerID)] = true
+			g.peerMu.Unlock()
+		case raft.ResumedHeartbeatObservation:
+			g.peerMu.Lock()
+			delete(g.failing, string(d.PeerID))
+			g.peerMu.Unlock()
+		case raft.LeaderObservation:
+			g.peerMu.Lock()
+			clear(g.failing)
+			g.peerMu.Unlock()
+		}
+		return false
+	}))
 	g.wg.Add(1)
 	go g.watchLeadership()
 	logger.Info("group opened", "fresh", fresh, "applied_index", g.fsm.AppliedIndex())
@@ -369,6 +392,14 @@ func (v *verifier) run() {
 			ch <- err
 		}
 	}
+}
+
+// PeerReachable reports whether this replica, as leader, has no failing
+// heartbeats to peer id.
+func (g *Group) PeerReachable(id string) bool {
+	g.peerMu.Lock()
+	defer g.peerMu.Unlock()
+	return !g.failing[id]
 }
 
 // Server is one member of a group's configuration.

@@ -36,14 +36,15 @@ func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 }
 
 func clusterInfo(self string, obs *observation, p *placement.Placement) client.ClusterInfo {
-	info := client.ClusterInfo{PlacementVersion: p.Version, Leader: self, Nodes: []client.NodeInfo{}, Groups: []client.GroupInfo{}}
+	info := client.ClusterInfo{PlacementVersion: p.Version, Epoch: p.Epoch, Leader: self, Nodes: []client.NodeInfo{}, Groups: []client.GroupInfo{}}
 	byName := map[string]member{}
 	for _, m := range obs.Members {
 		byName[m.Name] = m
 		info.Nodes = append(info.Nodes, client.NodeInfo{Name: m.Name, Zone: m.Zone, City: m.City, Status: m.Status.String(), HTTPAddr: m.HTTP, RaftAddr: m.Raft})
 	}
 	for _, gp := range p.Groups {
-		gi := client.GroupInfo{ID: gp.ID, Shards: gp.Shards, OwnerZone: gp.OwnerZone, Voters: []string{}, Nonvoters: []string{}}
+		gi := client.GroupInfo{ID: gp.ID, Shards: gp.Shards, OwnerZone: gp.OwnerZone, Voters: []string{}, Nonvoters: []string{},
+			ServingZone: gp.ServingZone, Epoch: gp.Epoch, Zones: map[string]string{}}
 		gs, ok := obs.State.Groups[gp.ID]
 		if ok && gs.Leader != "" {
 			gi.Leader = gs.Leader
@@ -55,7 +56,9 @@ func clusterInfo(self string, obs *observation, p *placement.Placement) client.C
 					gi.Term = st.Term
 				}
 			}
+			gi.Pinned = gp.ServingZone == "" || gi.LeaderZone == gp.ServingZone
 			for _, m := range gs.Members {
+				gi.Zones[m.Node] = byName[m.Node].Zone
 				if m.Voter {
 					gi.Voters = append(gi.Voters, m.Node)
 				} else {
@@ -79,4 +82,41 @@ func clusterInfo(self string, obs *observation, p *placement.Placement) client.C
 		info.Groups = append(info.Groups, gi)
 	}
 	return info
+}
+
+// handleRouting answers GET /v1/routing: the routing table with its epoch,
+// from the global leader's view.
+func (s *Server) handleRouting(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		writeError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed here; use GET")
+		return
+	}
+	if !s.pd.Leading() {
+		ctx, cancel, err := s.requestContext(r)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		defer cancel()
+		s.forward(ctx, w, r, nil, placement.GlobalGroup, false)
+		return
+	}
+	obs := s.pd.lastObservation()
+	p, _ := s.currentPlacement()
+	if obs == nil || p == nil {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "the routing table is not ready yet")
+		return
+	}
+	info := clusterInfo(s.cfg.Name, obs, p)
+	rt := client.Routing{Epoch: p.Epoch, Ranges: []client.RouteInfo{}}
+	for _, g := range info.Groups {
+		if g.Shards == "" {
+			continue
+		}
+		rt.Ranges = append(rt.Ranges, client.RouteInfo{Shards: g.Shards, Group: g.ID, OwnerZone: g.OwnerZone,
+			ServingZone: g.ServingZone, Epoch: g.Epoch, Leader: g.Leader, LeaderHTTP: g.LeaderHTTP})
+	}
+	writeJSON(w, http.StatusOK, rt)
 }

@@ -34,6 +34,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/v1/txn/{uid}", s.handleTxn)
 	mux.HandleFunc("/v1/global/{key...}", s.handleGlobal)
 	mux.HandleFunc("/v1/cluster", s.handleCluster)
+	mux.HandleFunc("/v1/routing", s.handleRouting)
 	mux.HandleFunc("/v1/internal/status", s.handleStatus)
 	mux.HandleFunc("/v1/internal/placement", s.handlePlacement)
 	mux.HandleFunc("/v1/internal/digest", func(w http.ResponseWriter, r *http.Request) {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/ldcd/ldcd/client"
 	"github.com/ldcd/ldcd/raftgroup"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -14,7 +15,7 @@ type metrics struct {
 	requests     *prometheus.CounterVec
 }
 
-func newMetrics(reg *prometheus.Registry, host *raftgroup.Host) *metrics {
+func newMetrics(reg *prometheus.Registry, host *raftgroup.Host, view func() *client.ClusterInfo) *metrics {
 	m := &metrics{
 		applySeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "ldcd_apply_duration_seconds",
@@ -26,7 +27,7 @@ func newMetrics(reg *prometheus.Registry, host *raftgroup.Host) *metrics {
 			Help: "HTTP requests served, by route and status code.",
 		}, []string{"route", "code"}),
 	}
-	reg.MustRegister(m.applySeconds, m.requests, &groupCollector{host: host},
+	reg.MustRegister(m.applySeconds, m.requests, &groupCollector{host: host}, &placementCollector{view: view},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -70,4 +71,45 @@ func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(st.AppliedIndex), st.ID)
 		ch <- prometheus.MustNewConstMetric(descVoters, prometheus.GaugeValue, voters, st.ID)
 	}
+}
+
+var (
+	descPinned     = prometheus.NewDesc("ldcd_placement_leader_pinned", "1 if the group's leader is in its serving zone (exported by the global leader).", []string{"group"}, nil)
+	descViolations = prometheus.NewDesc("ldcd_placement_violations", "Groups whose leader is outside its serving zone or that have no leader (exported by the global leader).", nil, nil)
+	descInFlight   = prometheus.NewDesc("ldcd_placement_operations_in_flight", "Groups whose Raft configuration differs from the desired placement (exported by the global leader).", nil, nil)
+	descEpoch      = prometheus.NewDesc("ldcd_placement_epoch", "The routing epoch (exported by the global leader).", nil, nil)
+)
+
+// placementCollector exports the placement driver's view; only the global
+// group's leader has one.
+type placementCollector struct{ view func() *client.ClusterInfo }
+
+func (c *placementCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descPinned
+	ch <- descViolations
+	ch <- descInFlight
+	ch <- descEpoch
+}
+
+func (c *placementCollector) Collect(ch chan<- prometheus.Metric) {
+	info := c.view()
+	if info == nil {
+		return
+	}
+	violations, inFlight := 0.0, 0.0
+	for _, g := range info.Groups {
+		pinned := 0.0
+		if g.Pinned && g.Leader != "" {
+			pinned = 1
+		} else {
+			violations++
+		}
+		if len(g.Desired) > 0 {
+			inFlight++
+		}
+		ch <- prometheus.MustNewConstMetric(descPinned, prometheus.GaugeValue, pinned, g.ID)
+	}
+	ch <- prometheus.MustNewConstMetric(descViolations, prometheus.GaugeValue, violations)
+	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, inFlight)
+	ch <- prometheus.MustNewConstMetric(descEpoch, prometheus.GaugeValue, float64(info.Epoch))
 }

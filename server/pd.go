@@ -416,13 +416,57 @@ func (l local) RemoveMember(ctx context.Context, id, node string) error {
 	return g.RemoveServer(ctx, node)
 }
 
-func (l local) TransferLeadership(ctx context.Context, id string) error {
+func (l local) TransferLeadership(ctx context.Context, id, node string) error {
 	g, err := l.group(id)
 	if err != nil {
 		return err
 	}
-	return g.TransferLeadership(ctx, "", "")
+	addr := ""
+	if node != "" {
+		if addr, err = l.raftAddr(node); err != nil {
+			return err
+		}
+	}
+	return g.TransferLeadership(ctx, node, addr)
 }
+
+func (l local) Zone(node string) string {
+	if node == l.s.cfg.Name {
+		return l.s.cfg.Zone
+	}
+	m, _ := l.s.mem.member(node)
+	return m.Zone
+}
+
+func (l local) Reachable(id, node string) bool {
+	g, ok := l.s.host.Group(id)
+	return ok && g.PeerReachable(node)
+}
+
+func (l local) ReadyToLead(ctx context.Context, id, node string) bool {
+	g, ok := l.s.host.Group(id)
+	if !ok {
+		return false
+	}
+	m, ok := l.s.mem.member(node)
+	if !ok || !m.alive() {
+		return false
+	}
+	var st nodeStatus
+	if err := l.s.getJSON(ctx, m.HTTP, "/v1/internal/status", 500*time.Millisecond, &st); err != nil {
+		return false
+	}
+	target := g.Raft().LastIndex()
+	for _, gs := range st.Groups {
+		if gs.ID == id {
+			return gs.State == "Follower" && gs.AppliedIndex+readyLag >= target
+		}
+	}
+	return false
+}
+
+// readyLag is how far (in entries) a transfer target may trail the leader.
+const readyLag = 64
 
 // GroupDigest fingerprints one local replica: its applied index and a hash
 // of every key, version and value, read in one transaction.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/ldcd/ldcd/client"
 	"github.com/ldcd/ldcd/placement"
 	"github.com/ldcd/ldcd/raftgroup"
 	"github.com/prometheus/client_golang/prometheus"
@@ -127,7 +128,7 @@ func newServer(cfg Config) (s *Server, err error) {
 	}
 
 	s.reg = prometheus.NewRegistry()
-	s.metrics = newMetrics(s.reg, s.host)
+	s.metrics = newMetrics(s.reg, s.host, s.placementView)
 	s.fwd = newForwardClient()
 	s.pd = &pd{s: s}
 
@@ -269,4 +270,19 @@ type raftServer = raft.Server
 
 func selfServer(s *Server) []raft.Server {
 	return []raft.Server{{ID: raft.ServerID(s.cfg.Name), Address: raft.ServerAddress(s.raftAdv)}}
+}
+
+// placementView is the driver's latest view of the cluster, on the global
+// leader; nil elsewhere.
+func (s *Server) placementView() *client.ClusterInfo {
+	if s.pd == nil || !s.pd.Leading() {
+		return nil
+	}
+	obs := s.pd.lastObservation()
+	p, _ := s.currentPlacement()
+	if obs == nil || p == nil {
+		return nil
+	}
+	info := clusterInfo(s.cfg.Name, obs, p)
+	return &info
 }

@@ -388,7 +388,7 @@ func statusCommand() *cli.Command {
 }
 
 func printStatus(w io.Writer, info *client.ClusterInfo) {
-	fmt.Fprintf(w, "placement version %d, answered by %s\n\n", info.PlacementVersion, info.Leader)
+	fmt.Fprintf(w, "placement version %d, routing epoch %d, answered by %s\n\n", info.PlacementVersion, info.Epoch, info.Leader)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tZONE\tCITY\tSTATUS\tHTTP")
 	for _, n := range info.Nodes {
@@ -401,23 +401,32 @@ func printStatus(w io.Writer, info *client.ClusterInfo) {
 		return groups[i].ID == placement.GlobalGroup && groups[j].ID != placement.GlobalGroup
 	})
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "GROUP\tSHARDS\tOWNER\tLEADER\tLEADER ZONE\tTERM\tVOTERS\tNONVOTERS\tAPPLIED")
+	fmt.Fprintln(tw, "GROUP\tSHARDS\tOWNER\tSERVING\tLEADER\tPINNED\tEPOCH\tTERM\tVOTERS\tNONVOTERS\tAPPLIED")
 	for _, g := range groups {
 		shards := g.Shards
 		if shards == "" {
 			shards = "-"
 		}
-		leader := g.Leader
-		if leader == "" {
-			leader = "(none)"
+		leader := "(none)"
+		if g.Leader != "" {
+			leader = g.Leader + "@" + dashStr(g.LeaderZone)
 		}
-		dash := func(s []string) string {
-			if len(s) == 0 {
+		withZones := func(nodes []string) string {
+			if len(nodes) == 0 {
 				return "-"
 			}
-			return strings.Join(s, ",")
+			out := make([]string, len(nodes))
+			for i, n := range nodes {
+				out[i] = n + "@" + dashStr(g.Zones[n])
+			}
+			return strings.Join(out, ",")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\n", g.ID, shards, dashStr(g.OwnerZone), leader, dashStr(g.LeaderZone), g.Term, dash(g.Voters), dash(g.Nonvoters), g.AppliedIndex)
+		pinned := "no"
+		if g.Pinned && g.Leader != "" {
+			pinned = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\n", g.ID, shards, dashStr(g.OwnerZone), dashStr(g.ServingZone),
+			leader, pinned, g.Epoch, g.Term, withZones(g.Voters), withZones(g.Nonvoters), g.AppliedIndex)
 	}
 	tw.Flush()
 }

@@ -1,0 +1,230 @@
+package jepsen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ldcd/ldcd/client"
+)
+
+const ldcTopology = `
+zones:
+  - {name: gz,    city: hz, kind: gzone}
+  - {name: rz0,   city: hz, kind: rzone}
+  - {name: rz1,   city: hz, kind: rzone}
+  - {name: rz2,   city: sh, kind: rzone}
+  - {name: cz-sh, city: sh, kind: czone}
+ranges:
+  - {shards: 00-24, owner: rz0, failover: [rz1, rz2]}
+  - {shards: 25-49, owner: rz0, failover: [rz2, rz1]}
+  - {shards: 50-74, owner: rz1, failover: [rz0, rz2]}
+  - {shards: 75-99, owner: rz2, failover: [rz1, rz0]}
+replicas: 3
+`
+
+// startLDC starts a two-city LDC: gz1 (GZone, bootstraps with the
+// topology), two nodes in rz0, one in rz1, one in rz2, one in the CZone.
+func startLDC(t *testing.T) *Cluster {
+	t.Helper()
+	c := &Cluster{Bin: bin, Dir: t.TempDir(), Args: append([]string{}, fastArgs...)}
+	t.Cleanup(func() {
+		c.Close()
+		checkRaces(t, c)
+		if t.Failed() {
+			for _, node := range c.Nodes {
+				dumpLog(t, node, 40)
+			}
+		}
+	})
+	topo := filepath.Join(c.Dir, "topology.yaml")
+	writeFile(t, topo, ldcTopology)
+	for i, spec := range []struct{ name, zone, city string }{
+		{"gz1", "gz", "hz"}, {"rz0a", "rz0", "hz"}, {"rz0b", "rz0", "hz"}, {"rz1a", "rz1", "hz"}, {"rz2a", "rz2", "sh"}, {"cz1", "cz-sh", "sh"},
+	} {
+		n, err := c.NewNode(spec.name, spec.zone, spec.city)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var join []string
+		if i == 0 {
+			n.Args = []string{"--topology", topo}
+		} else {
+			join = []string{c.Nodes[0].Gossip}
+		}
+		if err := c.Start(n, join...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+// waitPinned waits until every group has a leader in its serving zone and
+// three voters in three zones, none in the CZone, and the serving zones are
+// as want says (group → zone; groups not named: their owner zone).
+func waitPinned(t *testing.T, cl *client.Client, want map[string]string, timeout time.Duration) *client.ClusterInfo {
+	t.Helper()
+	var info *client.ClusterInfo
+	waitFor(t, fmt.Sprintf("every leader pinned (serving %v)", want), timeout, func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		var err error
+		if info, err = cl.Cluster(ctx); err != nil {
+			return false, err.Error()
+		}
+		if len(info.Groups) != 5 {
+			return false, fmt.Sprintf("%d groups", len(info.Groups))
+		}
+		for _, g := range info.Groups {
+			serving := g.OwnerZone
+			if z, ok := want[g.ID]; ok {
+				serving = z
+			}
+			if g.Leader == "" || !g.Pinned || g.ServingZone != serving || g.LeaderZone != serving {
+				return false, fmt.Sprintf("%s: leader %s@%s serving %s pinned %v, want serving %s", g.ID, g.Leader, g.LeaderZone, g.ServingZone, g.Pinned, serving)
+			}
+			zones := map[string]bool{}
+			for _, v := range g.Voters {
+				zones[g.Zones[v]] = true
+				if g.Zones[v] == "cz-sh" {
+					return false, fmt.Sprintf("%s has a voter in the czone", g.ID)
+				}
+			}
+			if len(g.Voters) != 3 || len(zones) != 3 || len(g.Nonvoters) != 0 {
+				return false, fmt.Sprintf("%s: voters %v in zones %v", g.ID, g.Voters, g.Zones)
+			}
+		}
+		return true, ""
+	})
+	return info
+}
+
+func TestZoneFailoverAndFailback(t *testing.T) {
+	c := startLDC(t)
+	byName := map[string]*Node{}
+	for _, n := range c.Nodes {
+		byName[n.Name] = n
+	}
+	cl := newClient(t, c.Nodes...)
+	before := waitPinned(t, cl, nil, 90*time.Second)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var a acked
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wcl := newClient(t, byName["gz1"], byName["rz1a"], byName["rz2a"])
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 100000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				uid := uint64(w*1_000_000 + i*37%100)
+				key := fmt.Sprintf("w%d-%d", w, i)
+				wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+				v, err := wcl.Put(wctx, uid, key, []byte(key))
+				wcancel()
+				if err == nil {
+					a.set(ackedValue{uid: uid, key: key, value: key, version: v})
+				} else if !errors.Is(err, client.ErrIndeterminate) && !errors.Is(err, client.ErrUnavailable) {
+					t.Errorf("write: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+
+	// The owner zone of 00-49 dies.
+	killed := time.Now()
+	c.Kill(byName["rz0a"])
+	c.Kill(byName["rz0b"])
+	for _, uid := range []uint64{7, 33} { // shards 07 (g-00-24) and 33 (g-25-49)
+		waitFor(t, fmt.Sprintf("uid %d writable after rz0 died", uid), 30*time.Second, func() (bool, string) {
+			wctx, wcancel := context.WithTimeout(ctx, time.Second)
+			defer wcancel()
+			v, err := wcl.Put(wctx, uid, "probe", []byte("p"))
+			if err != nil {
+				return false, err.Error()
+			}
+			a.set(ackedValue{uid: uid, key: "probe", value: "p", version: v})
+			return true, ""
+		})
+		t.Logf("uid %d (shard %02d) took writes %v after rz0 was killed", uid, uid%100, time.Since(killed).Round(time.Millisecond))
+	}
+	// The serving zones follow the failover lists, as far as each group
+	// has a voter there.
+	after := waitFor2(t, cl, 30*time.Second, func(info *client.ClusterInfo) (bool, string) {
+		for _, g := range info.Groups {
+			if g.OwnerZone == "rz0" && (g.ServingZone == "rz0" || g.ServingZone == "" || !g.Pinned || g.Epoch == 0) {
+				return false, fmt.Sprintf("%s serving %s pinned %v", g.ID, g.ServingZone, g.Pinned)
+			}
+		}
+		return true, ""
+	})
+	if after.Epoch <= before.Epoch {
+		t.Errorf("routing epoch %d after failover, was %d", after.Epoch, before.Epoch)
+	}
+	for _, g := range after.Groups {
+		if g.OwnerZone != "rz0" {
+			continue
+		}
+		failover := map[string][]string{"g-00-24": {"rz1", "rz2"}, "g-25-49": {"rz2", "rz1"}}[g.ID]
+		want := ""
+		for _, z := range failover {
+			for _, v := range g.Voters {
+				if g.Zones[v] == z && want == "" {
+					want = z
+				}
+			}
+		}
+		if g.ServingZone != want {
+			t.Errorf("%s failed over to %s, want %s (first zone of %v holding a voter)", g.ID, g.ServingZone, want, failover)
+		}
+	}
+
+	// rz0 returns: once caught up, leadership goes back.
+	returned := time.Now()
+	for _, n := range []string{"rz0a", "rz0b"} {
+		if err := c.Start(byName[n]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitPinned(t, cl, nil, 60*time.Second)
+	t.Logf("failback: every group pinned to its owner zone %v after rz0 restarted", time.Since(returned).Round(time.Millisecond))
+
+	close(stop)
+	wg.Wait()
+	t.Logf("%d acknowledged writes", len(a.want))
+	a.verify(t, cl)
+	cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)
+	defer ccancel()
+	if _, err := c.CompareReplicas(cctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor2 polls the cluster view until cond holds.
+func waitFor2(t *testing.T, cl *client.Client, timeout time.Duration, cond func(*client.ClusterInfo) (bool, string)) *client.ClusterInfo {
+	t.Helper()
+	var info *client.ClusterInfo
+	waitFor(t, "cluster condition", timeout, func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		var err error
+		if info, err = cl.Cluster(ctx); err != nil {
+			return false, err.Error()
+		}
+		return cond(info)
+	})
+	return info
+}
