@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ldcd/ldcd/placement"
@@ -86,7 +87,10 @@ type Client struct {
 	next      int
 	shardOf   [placement.NumShards]string // shard → group
 	leaderOf  map[string]string           // group → leader HTTP address
+	epochOf   map[string]uint64           // group → routing epoch
 	refreshed time.Time
+
+	staleEpochRetries atomic.Uint64
 }
 
 // New returns a client for the cluster reachable at cfg.Endpoints.
@@ -97,7 +101,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
-	c := &Client{cfg: cfg, leaderOf: map[string]string{}}
+	c := &Client{cfg: cfg, leaderOf: map[string]string{}, epochOf: map[string]uint64{}}
 	for _, e := range cfg.Endpoints {
 		e = strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(e, "http://"), "https://"), "/")
 		if e == "" {
@@ -138,20 +142,26 @@ type request struct {
 }
 
 // endpoint picks the node to send r to: the cached leader of its group, or
-// the next known endpoint.
-func (c *Client) endpoint(r *request) (addr, group string) {
+// the next known endpoint; and the group's routing epoch as known (0: not
+// known).
+func (c *Client) endpoint(r *request) (addr, group string, epoch uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	group = r.group
 	if group == "" && r.shard >= 0 {
 		group = c.shardOf[r.shard]
 	}
+	epoch = c.epochOf[group]
 	if l := c.leaderOf[group]; l != "" && group != "" && !r.stale {
-		return l, group
+		return l, group, epoch
 	}
 	c.next = (c.next + 1) % len(c.endpoints)
-	return c.endpoints[c.next], group
+	return c.endpoints[c.next], group, epoch
 }
+
+// StaleEpochRetries counts writes refused for a stale routing epoch and
+// retried after a refresh.
+func (c *Client) StaleEpochRetries() uint64 { return c.staleEpochRetries.Load() }
 
 func (c *Client) learn(group, leader string) {
 	if group == "" || leader == "" {
@@ -186,6 +196,7 @@ func (c *Client) refresh(ctx context.Context) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, g := range info.Groups {
+		c.epochOf[g.ID] = g.Epoch
 		if g.LeaderHTTP != "" {
 			c.leaderOf[g.ID] = g.LeaderHTTP
 		} else {
@@ -243,8 +254,8 @@ func (c *Client) do(ctx context.Context, r *request) (*response, error) {
 			backoff = min(2*backoff, 500*time.Millisecond)
 			c.refresh(ctx)
 		}
-		addr, group := c.endpoint(r)
-		resp, err := c.send(ctx, addr, r)
+		addr, group, epoch := c.endpoint(r)
+		resp, err := c.send(ctx, addr, r, epoch)
 		if err != nil {
 			var op *net.OpError
 			dial := errors.As(err, &op) && op.Op == "dial"
@@ -266,11 +277,20 @@ func (c *Client) do(ctx context.Context, r *request) (*response, error) {
 			lastErr = apiError(resp)
 			continue
 		}
+		if resp.status == http.StatusConflict && r.write {
+			// Routed by a stale epoch: nothing was applied. Refresh now.
+			c.staleEpochRetries.Add(1)
+			c.mu.Lock()
+			c.refreshed = time.Time{}
+			c.mu.Unlock()
+			lastErr = apiError(resp)
+			continue
+		}
 		return resp, nil
 	}
 }
 
-func (c *Client) send(ctx context.Context, addr string, r *request) (*response, error) {
+func (c *Client) send(ctx context.Context, addr string, r *request, epoch uint64) (*response, error) {
 	u := "http://" + addr + r.path
 	if len(r.query) > 0 {
 		u += "?" + r.query.Encode()
@@ -285,6 +305,9 @@ func (c *Client) send(ctx context.Context, addr string, r *request) (*response, 
 	}
 	if r.body != nil {
 		req.Header.Set("Content-Type", "application/octet-stream")
+	}
+	if r.write && epoch > 0 {
+		req.Header.Set(HeaderEpoch, strconv.FormatUint(epoch, 10))
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -520,7 +543,7 @@ func (c *Client) Cluster(ctx context.Context) (*ClusterInfo, error) {
 	c.mu.Unlock()
 	var lastErr error
 	for _, e := range eps {
-		resp, err := c.send(ctx, e, &request{method: http.MethodGet, path: "/v1/cluster"})
+		resp, err := c.send(ctx, e, &request{method: http.MethodGet, path: "/v1/cluster"}, 0)
 		if err != nil {
 			lastErr = err
 			continue
@@ -541,4 +564,35 @@ func DecodeValue(value, valueBase64 string) ([]byte, error) {
 		return base64.StdEncoding.DecodeString(valueBase64)
 	}
 	return []byte(value), nil
+}
+
+// Placement returns the desired placement: topology, groups, drained nodes.
+func (c *Client) Placement(ctx context.Context) (*placement.Placement, error) {
+	resp, err := c.do(ctx, &request{method: http.MethodGet, path: "/v1/placement", shard: -1})
+	if err != nil {
+		return nil, err
+	}
+	if resp.status != http.StatusOK {
+		return nil, apiError(resp)
+	}
+	return placement.Decode(resp.body)
+}
+
+// PlacementAction runs an operator action ("move", "drain", "undrain",
+// "failback", "split"); with req.DryRun it only returns the plan.
+func (c *Client) PlacementAction(ctx context.Context, action string, req PlacementRequest) (*PlacementResult, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	r := &request{method: http.MethodPost, path: "/v1/placement/" + url.PathEscape(action), shard: -1, body: b, write: !req.DryRun}
+	resp, err := c.do(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	var res PlacementResult
+	if err := decode(resp, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
 }

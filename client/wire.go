@@ -1,5 +1,7 @@
 package client
 
+import "github.com/ldcd/ldcd/placement"
+
 // The JSON bodies of the HTTP API. The server encodes and decodes these same
 // types, so the client and the server cannot drift apart.
 
@@ -17,6 +19,10 @@ const (
 	HeaderGroup = "X-Ldc-Group"
 	// HeaderHops counts forwards between nodes; it bounds forwarding loops.
 	HeaderHops = "X-Ldc-Hops"
+	// HeaderEpoch carries, on a write, the routing epoch of the range as the
+	// client knew it. A write routed by an older epoch than the range's
+	// current one is refused with 409 and the current epoch.
+	HeaderEpoch = "X-Ldc-Epoch"
 )
 
 // WriteResult answers a put or delete.
@@ -38,6 +44,35 @@ type ErrorBody struct {
 	Version *uint64 `json:"version,omitempty"`
 	// Indeterminate is true when a write's outcome is unknown (504).
 	Indeterminate bool `json:"indeterminate,omitempty"`
+	// Epoch is the range's current routing epoch, on a stale-epoch refusal
+	// (409).
+	Epoch uint64 `json:"epoch,omitempty"`
+}
+
+// PlacementRequest is the body of POST /v1/placement/{move,drain,undrain,
+// failback,split}.
+type PlacementRequest struct {
+	// Shards names a range, e.g. "00-24" (move, failback, split).
+	Shards string `json:"shards,omitempty"`
+	// Zone is the new owner (move) or the zone to drain.
+	Zone string `json:"zone,omitempty"`
+	// Node is the node to drain.
+	Node string `json:"node,omitempty"`
+	// At is the first shard of the upper half (split).
+	At int `json:"at,omitempty"`
+	// DryRun asks for the plan without changing anything.
+	DryRun bool `json:"dry_run,omitempty"`
+}
+
+// PlacementResult answers a placement action.
+type PlacementResult struct {
+	DryRun  bool   `json:"dry_run"`
+	Change  string `json:"change"`
+	Version uint64 `json:"version"`
+	Epoch   uint64 `json:"epoch"`
+	// Decisions are the planner's first steps toward the change; more
+	// follow as each is carried out.
+	Decisions []placement.Decision `json:"decisions"`
 }
 
 // KV is one key of a list or txn answer. Value holds the value when it is

@@ -191,7 +191,7 @@ func Actions(v View, p *Placement) []Action {
 		}
 		if a, ok := step(v.Me, &g, members); ok {
 			out = append(out, a)
-		} else if a, ok := pin(v, &g, members); ok {
+		} else if a, ok := pin(v, p, &g, members); ok {
 			out = append(out, a)
 		}
 	}
@@ -199,15 +199,27 @@ func Actions(v View, p *Placement) []Action {
 }
 
 // pin returns a leadership transfer to a reachable voter in g's serving
-// zone, if this node leads g from another zone.
-func pin(v View, g *GroupPlacement, members []Member) (Action, bool) {
-	if g.ServingZone == "" || v.Zone == g.ServingZone {
+// zone, if this node leads g from another zone, or away from this node if it
+// is drained.
+func pin(v View, p *Placement, g *GroupPlacement, members []Member) (Action, bool) {
+	drained := p.Drained(v.Me, v.Zone)
+	if !drained && (g.ServingZone == "" || v.Zone == g.ServingZone) {
 		return Action{}, false
 	}
+	var fallback string
 	for _, m := range members {
-		if m.Voter && m.Node != v.Me && v.ZoneOf[m.Node] == g.ServingZone && !v.Unreachable[g.ID][m.Node] {
+		if !m.Voter || m.Node == v.Me || v.Unreachable[g.ID][m.Node] || p.Drained(m.Node, v.ZoneOf[m.Node]) {
+			continue
+		}
+		if g.ServingZone == "" || v.ZoneOf[m.Node] == g.ServingZone {
 			return Action{Kind: ActTransfer, Group: g.ID, Node: m.Node}, true
 		}
+		if fallback == "" {
+			fallback = m.Node
+		}
+	}
+	if drained && fallback != "" {
+		return Action{Kind: ActTransfer, Group: g.ID, Node: fallback}, true
 	}
 	return Action{}, false
 }

@@ -29,6 +29,10 @@ type GroupPlacement struct {
 	// Epoch is the routing epoch at which the group's owner or serving zone
 	// last changed.
 	Epoch uint64 `json:"epoch"`
+	// FailbackRequested asks the planner to return a range with manual
+	// failback to its owner zone once that zone is ready (set by the
+	// operator's failback command; cleared when done).
+	FailbackRequested bool `json:"failback_requested,omitempty"`
 	// Bootstrap names the node that creates the group's first configuration.
 	// Only that node, and only while it is the group's sole replica, may
 	// bootstrap it.
@@ -65,6 +69,25 @@ type Placement struct {
 	Epoch    uint64           `json:"epoch"`
 	Topology *Topology        `json:"topology"`
 	Groups   []GroupPlacement `json:"groups"`
+	// DrainedNodes and DrainedZones hold no replicas and no leaders: the
+	// planner moves what they host elsewhere.
+	DrainedNodes []string `json:"drained_nodes,omitempty"`
+	DrainedZones []string `json:"drained_zones,omitempty"`
+}
+
+// Drained reports whether node, in zone, is drained.
+func (p *Placement) Drained(node, zone string) bool {
+	for _, n := range p.DrainedNodes {
+		if n == node {
+			return true
+		}
+	}
+	for _, z := range p.DrainedZones {
+		if z == zone {
+			return true
+		}
+	}
+	return false
 }
 
 // Group returns the placement of group id.

@@ -86,6 +86,9 @@ type Decision struct {
 }
 
 func (d Decision) String() string {
+	if d.Node == "" {
+		return fmt.Sprintf("%s %s: %s", d.Kind, d.Group, d.Reason)
+	}
 	return fmt.Sprintf("%s %s on %s: %s", d.Kind, d.Group, d.Node, d.Reason)
 }
 
@@ -137,9 +140,15 @@ func (pl *planner) dead(node string) bool {
 	return !n.Alive && !n.DownSince.IsZero() && pl.s.Now.Sub(n.DownSince) >= pl.o.DeadAfter
 }
 
-// eligible reports whether node may host a voter: alive and not in a czone.
+// leaving reports whether node's replicas must go: it is dead or drained.
+func (pl *planner) leaving(node string) bool {
+	return pl.dead(node) || pl.p.Drained(node, pl.nodes[node].Zone)
+}
+
+// eligible reports whether node may host a voter: alive, not drained, not
+// in a czone.
 func (pl *planner) eligible(n NodeState) bool {
-	if !n.Alive {
+	if !n.Alive || pl.p.Drained(n.Name, n.Zone) {
 		return false
 	}
 	z, ok := pl.p.Topology.Zone(n.Zone)
@@ -165,7 +174,7 @@ func (pl *planner) candidate(g *GroupPlacement, preferZone string) (string, bool
 	hosting := map[string]bool{}
 	for _, r := range g.Replicas {
 		hosting[r.Node] = true
-		if !pl.dead(r.Node) {
+		if !pl.leaving(r.Node) {
 			used[pl.nodes[r.Node].Zone]++
 		}
 	}
@@ -214,7 +223,7 @@ func (pl *planner) caughtUp(st GroupState, node string) bool {
 // zoneReady reports whether zone holds a voter of g that could lead now.
 func (pl *planner) zoneReady(g *GroupPlacement, st GroupState, zone string) bool {
 	for _, r := range g.Replicas {
-		if r.Voter && pl.nodes[r.Node].Zone == zone && pl.caughtUp(st, r.Node) {
+		if r.Voter && pl.nodes[r.Node].Zone == zone && pl.caughtUp(st, r.Node) && !pl.p.Drained(r.Node, zone) {
 			return true
 		}
 	}
@@ -252,14 +261,18 @@ func (pl *planner) serve(g *GroupPlacement) {
 	leaderZone := pl.nodes[st.Leader].Zone
 	manual := false
 	if r, ok := pl.p.Topology.Range(g.ID); ok && r.Failback == FailbackManual {
-		manual = true
+		manual = !g.FailbackRequested
 	}
 	switch {
+	case g.ServingZone == owner && g.FailbackRequested:
+		g.FailbackRequested = false
+		pl.decide(DecideFailback, g.ID, "", "already served by its owner zone "+owner)
 	case g.ServingZone != owner && !manual && pl.zoneReady(g, st, owner):
 		from := g.ServingZone
 		g.ServingZone = owner
+		g.FailbackRequested = false
 		pl.bump(g)
-		pl.decide(DecideFailback, g.ID, "", fmt.Sprintf("owner zone %s has caught up; serving zone %s → %s", owner, from, owner))
+		pl.decide(DecideFailback, g.ID, "", fmt.Sprintf("owner zone %s is ready; serving zone %s → %s", owner, from, owner))
 	case !pl.zoneReady(g, st, g.ServingZone):
 		// The serving zone is lost: serve from the first ready zone of the
 		// failover list, else from wherever Raft elected the leader.
@@ -347,7 +360,7 @@ func (pl *planner) step(g *GroupPlacement) {
 
 	// 1. Promote a learner that has caught up.
 	for i, r := range g.Replicas {
-		if r.Voter || pl.dead(r.Node) || !pl.nodes[r.Node].Alive {
+		if r.Voter || pl.leaving(r.Node) || !pl.nodes[r.Node].Alive {
 			continue
 		}
 		applied, ok := st.Applied[r.Node]
@@ -360,24 +373,29 @@ func (pl *planner) step(g *GroupPlacement) {
 
 	healthyVoters, healthy := 0, 0
 	for _, r := range g.Replicas {
-		if !pl.dead(r.Node) {
+		if !pl.leaving(r.Node) {
 			healthy++
 			if r.Voter {
 				healthyVoters++
 			}
 		}
 	}
-	// 2. Remove a dead learner, or a dead voter once enough healthy voters
-	// replace it. Never the leader.
+	// 2. Remove a dead or drained learner, or such a voter once enough
+	// healthy voters replace it (a drained leader hands leadership away
+	// before it is removed).
 	for i, r := range g.Replicas {
-		if !pl.dead(r.Node) || r.Node == st.Leader {
+		if !pl.leaving(r.Node) {
 			continue
 		}
 		if r.Voter && healthyVoters < want {
 			continue
 		}
 		g.Replicas = append(g.Replicas[:i:i], g.Replicas[i+1:]...)
-		pl.decide(DecideRemove, g.ID, r.Node, fmt.Sprintf("node down for %s or more", pl.o.DeadAfter))
+		reason := fmt.Sprintf("node down for %s or more", pl.o.DeadAfter)
+		if !pl.dead(r.Node) {
+			reason = "node drained"
+		}
+		pl.decide(DecideRemove, g.ID, r.Node, reason)
 		return
 	}
 

@@ -134,8 +134,10 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, r *http.Req
 			writeError(w, http.StatusInternalServerError, err.Error())
 			return
 		}
-		if ct := r.Header.Get("Content-Type"); ct != "" {
-			req.Header.Set("Content-Type", ct)
+		for _, h := range []string{"Content-Type", client.HeaderEpoch} {
+			if v := r.Header.Get(h); v != "" {
+				req.Header.Set(h, v)
+			}
 		}
 		req.Header.Set(client.HeaderHops, strconv.Itoa(hops+1))
 		resp, err := s.fwd.Do(req)

@@ -35,6 +35,8 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/v1/global/{key...}", s.handleGlobal)
 	mux.HandleFunc("/v1/cluster", s.handleCluster)
 	mux.HandleFunc("/v1/routing", s.handleRouting)
+	mux.HandleFunc("/v1/placement", s.handlePlacementShow)
+	mux.HandleFunc("/v1/placement/{op}", s.handlePlacementOp)
 	mux.HandleFunc("/v1/internal/status", s.handleStatus)
 	mux.HandleFunc("/v1/internal/placement", s.handlePlacement)
 	mux.HandleFunc("/v1/internal/digest", func(w http.ResponseWriter, r *http.Request) {
@@ -479,6 +481,22 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, body []byte, gid 
 		return
 	}
 	defer cancel()
+	if e := r.Header.Get(client.HeaderEpoch); e != "" {
+		epoch, err := strconv.ParseUint(e, 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, client.HeaderEpoch+": want a number")
+			return
+		}
+		if p, _ := s.currentPlacement(); p != nil {
+			if gp, ok := p.Group(gid); ok && epoch < gp.Epoch {
+				writeJSON(w, http.StatusConflict, client.ErrorBody{
+					Error: fmt.Sprintf("stale routing epoch: routed by epoch %d, range %s is at epoch %d; refresh the routing table and retry (nothing was applied)", epoch, gid, gp.Epoch),
+					Epoch: gp.Epoch,
+				})
+				return
+			}
+		}
+	}
 	if g, ok := s.host.Group(gid); ok && g.IsLeader() {
 		start := time.Now()
 		res, err := g.Apply(ctx, cmd)
