@@ -78,6 +78,16 @@ type Node struct {
 	done chan struct{}
 }
 
+// PID returns the node's process id (0 if not started).
+func (n *Node) PID() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil || n.cmd.Process == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
+}
+
 // Running reports whether the node's process is alive.
 func (n *Node) Running() bool {
 	n.mu.Lock()
