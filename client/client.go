@@ -277,8 +277,9 @@ func (c *Client) do(ctx context.Context, r *request) (*response, error) {
 			lastErr = apiError(resp)
 			continue
 		}
-		if resp.status == http.StatusConflict && r.write {
-			// Routed by a stale epoch: nothing was applied. Refresh now.
+		if resp.status == http.StatusConflict {
+			// Routed by a stale epoch, or the shard moved in a split:
+			// nothing was read or applied. Refresh now and retry.
 			c.staleEpochRetries.Add(1)
 			c.mu.Lock()
 			c.refreshed = time.Time{}

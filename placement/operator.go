@@ -128,3 +128,119 @@ func rangeIndex(p *Placement, shards string) (int, error) {
 	}
 	return 0, badOp("no range %02d-%02d (ranges are listed by ldcd placement show)", lo, hi)
 }
+
+// Split splits the range shards ("00-49") before shard at (25): shards
+// at..hi move to a new group, created now; the routing switches when the
+// driver has copied them (CompleteSplit).
+func Split(p *Placement, shards string, at int) (*Placement, error) {
+	q := p.Clone()
+	i, err := rangeIndex(q, shards)
+	if err != nil {
+		return nil, err
+	}
+	r := q.Topology.Ranges[i]
+	if at <= r.lo || at > r.hi {
+		return nil, badOp("split point %02d is not inside %s: want %02d to %02d", at, r.Shards, r.lo+1, r.hi)
+	}
+	src, ok := q.Group(r.GroupID())
+	if !ok || len(src.Replicas) == 0 {
+		return nil, badOp("range %s has no group yet", r.Shards)
+	}
+	for _, op := range q.Splits {
+		if op.Source == src.ID || op.Target == src.ID {
+			return nil, badOp("range %s is already being split", r.Shards)
+		}
+	}
+	target := fmt.Sprintf("g-%02d-%02d", at, r.hi)
+	for n := 2; ; n++ {
+		if _, taken := q.Group(target); !taken {
+			break
+		}
+		target = fmt.Sprintf("g-%02d-%02d-%d", at, r.hi, n)
+	}
+	first := src.Replicas[0].Node
+	q.Groups = append(q.Groups, GroupPlacement{
+		ID: target, Shards: fmt.Sprintf("%02d-%02d", at, r.hi), OwnerZone: src.OwnerZone,
+		Replicas: []Replica{{Node: first, Voter: true}}, Bootstrap: first,
+	})
+	q.Splits = append(q.Splits, SplitOp{Source: src.ID, Target: target, Shards: fmt.Sprintf("%02d-%02d", at, r.hi)})
+	q.Version++
+	return q, nil
+}
+
+// RecordFence records the version at which the source of split target
+// fenced the moving shards.
+func RecordFence(p *Placement, target string, fence uint64) (*Placement, error) {
+	q := p.Clone()
+	for i := range q.Splits {
+		if q.Splits[i].Target == target {
+			if q.Splits[i].Fence != 0 {
+				return nil, badOp("split into %s is already fenced at %d", target, q.Splits[i].Fence)
+			}
+			q.Splits[i].Fence = fence
+			q.Version++
+			return q, nil
+		}
+	}
+	return nil, badOp("no split into %s in flight", target)
+}
+
+// CompleteSplit switches the routing of a fenced and copied split: the
+// source range becomes two, the moving shards route to the target group,
+// and the routing epoch increases.
+func CompleteSplit(p *Placement, target string) (*Placement, error) {
+	q := p.Clone()
+	k := -1
+	for i, op := range q.Splits {
+		if op.Target == target {
+			k = i
+		}
+	}
+	if k < 0 {
+		return nil, badOp("no split into %s in flight", target)
+	}
+	op := q.Splits[k]
+	if op.Fence == 0 {
+		return nil, badOp("split into %s is not fenced yet", target)
+	}
+	at, hi, err := ParseRange(op.Shards)
+	if err != nil {
+		return nil, err
+	}
+	i := -1
+	for j, r := range q.Topology.Ranges {
+		if r.GroupID() == op.Source {
+			i = j
+		}
+	}
+	if i < 0 {
+		return nil, badOp("source group %s serves no range", op.Source)
+	}
+	r := q.Topology.Ranges[i]
+	lower := r
+	lower.Shards = fmt.Sprintf("%02d-%02d", r.lo, at-1)
+	lower.Group = op.Source
+	upper := r
+	upper.Shards = fmt.Sprintf("%02d-%02d", at, hi)
+	upper.Group = ""
+	if target != fmt.Sprintf("g-%02d-%02d", at, hi) {
+		upper.Group = target // the derived name was taken
+	}
+	q.Topology.Ranges = append(q.Topology.Ranges[:i:i], append([]Range{lower, upper}, q.Topology.Ranges[i+1:]...)...)
+	if err := q.Topology.Validate(); err != nil {
+		return nil, err
+	}
+	src, _ := q.Group(op.Source)
+	src.Shards = lower.Shards
+	q.Epoch++
+	src.Epoch = q.Epoch
+	tgt, ok := q.Group(target)
+	if !ok {
+		return nil, badOp("target group %s is gone", target)
+	}
+	tgt.Shards = upper.Shards
+	tgt.Epoch = q.Epoch
+	q.Splits = append(q.Splits[:k:k], q.Splits[k+1:]...)
+	q.Version++
+	return q, nil
+}

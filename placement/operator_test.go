@@ -133,3 +133,63 @@ func TestManualFailbackRequest(t *testing.T) {
 		t.Errorf("failback with nothing failed over: %v", err)
 	}
 }
+
+func TestSplitSteps(t *testing.T) {
+	s := ldcSim(t, ", failover: [rz1, rz2]", 1)
+	next, err := Split(s.p, "00-24", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.p = next
+	s.settle()
+	tgt, ok := s.p.Group("g-10-24")
+	if !ok || len(tgt.Voters()) != 3 || tgt.ServingZone != "rz0" {
+		t.Fatalf("target group: %+v", tgt)
+	}
+	// Not routed yet: shard 12 still goes to the source.
+	if g, _ := s.p.GroupForShard(12); g.ID != "g-00-24" {
+		t.Fatalf("shard 12 routed to %s before the switch", g.ID)
+	}
+	if _, err := CompleteSplit(s.p, "g-10-24"); !errors.Is(err, ErrBadOperation) {
+		t.Fatalf("switch before the fence: %v", err)
+	}
+	if s.p, err = RecordFence(s.p, "g-10-24", 777); err != nil {
+		t.Fatal(err)
+	}
+	epoch := s.p.Epoch
+	if s.p, err = CompleteSplit(s.p, "g-10-24"); err != nil {
+		t.Fatal(err)
+	}
+	for shard, want := range map[int]string{0: "g-00-24", 9: "g-00-24", 10: "g-10-24", 24: "g-10-24", 25: "g-25-49"} {
+		if g, ok := s.p.GroupForShard(shard); !ok || g.ID != want {
+			t.Errorf("shard %d routes to %v, want %s", shard, g, want)
+		}
+	}
+	src, _ := s.p.Group("g-00-24")
+	if src.Shards != "00-09" || s.p.Epoch <= epoch || len(s.p.Splits) != 0 || len(s.p.Topology.Ranges) != 5 {
+		t.Fatalf("after switch: source shards %s, epoch %d (was %d), splits %v, ranges %d", src.Shards, s.p.Epoch, epoch, s.p.Splits, len(s.p.Topology.Ranges))
+	}
+	// The new range keeps the owner and failover list.
+	r, _ := s.p.Topology.RangeOf(15)
+	if r.Owner != "rz0" || len(r.Failover) != 2 {
+		t.Fatalf("split range: %+v", r)
+	}
+	// The placement survives a round trip through its stored form.
+	q, err := Decode(s.p.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := q.GroupForShard(5); g.ID != "g-00-24" {
+		t.Fatalf("after decode, shard 5 routes to %s", g.ID)
+	}
+	s.settle()
+	s.check(3, true)
+	for _, bad := range []struct {
+		shards string
+		at     int
+	}{{"00-09", 0}, {"00-09", 10}, {"10-24", 10}, {"50-74", 80}, {"xx", 3}} {
+		if _, err := Split(s.p, bad.shards, bad.at); !errors.Is(err, ErrBadOperation) {
+			t.Errorf("Split(%s, %d) = %v, want ErrBadOperation", bad.shards, bad.at, err)
+		}
+	}
+}

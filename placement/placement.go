@@ -73,6 +73,21 @@ type Placement struct {
 	// planner moves what they host elsewhere.
 	DrainedNodes []string `json:"drained_nodes,omitempty"`
 	DrainedZones []string `json:"drained_zones,omitempty"`
+	// Splits are the range splits in flight.
+	Splits []SplitOp `json:"splits,omitempty"`
+}
+
+// SplitOp is a split in flight: the shards Shards of group Source move to
+// the new group Target. Its steps: the target group is created and grows
+// like any group; the source fences the shards (Fence records the index);
+// their keys are copied; then CompleteSplit switches the routing.
+type SplitOp struct {
+	Source string `json:"source"`
+	Target string `json:"target"`
+	Shards string `json:"shards"`
+	// Fence is the version at which the source stopped serving the shards;
+	// 0 until fenced. The target's versions start above it.
+	Fence uint64 `json:"fence,omitempty"`
 }
 
 // Drained reports whether node, in zone, is drained.

@@ -51,6 +51,9 @@ type Range struct {
 	// once its replica has caught up) or "manual" (it stays in the zone that
 	// took over until an operator moves it back).
 	Failback string `yaml:"failback,omitempty" json:"failback,omitempty"`
+	// Group is the id of the group that replicates the range when it is not
+	// g-LO-HI: a range that kept its group through a split.
+	Group string `yaml:"-" json:"group,omitempty"`
 
 	lo, hi int
 }
@@ -62,7 +65,12 @@ func (r Range) Lo() int { return r.lo }
 func (r Range) Hi() int { return r.hi }
 
 // GroupID returns the id of the Raft group that replicates the range.
-func (r Range) GroupID() string { return fmt.Sprintf("g-%02d-%02d", r.lo, r.hi) }
+func (r Range) GroupID() string {
+	if r.Group != "" {
+		return r.Group
+	}
+	return fmt.Sprintf("g-%02d-%02d", r.lo, r.hi)
+}
 
 // Topology is the shape of an LDC: its zones, the shard ranges and their
 // owners, and the replication factor.

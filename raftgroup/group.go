@@ -273,15 +273,25 @@ func timeoutOf(ctx context.Context) time.Duration {
 
 // Apply proposes cmd and waits for it to be applied. A *NotLeaderError means
 // it was not proposed; an error wrapping ErrIndeterminate means it may or may
-// not have been applied.
+// not have been applied; a *store.MovedError means the group refused it (a
+// shard it touches has moved to another group).
 func (g *Group) Apply(ctx context.Context, cmd *store.Command) (*store.Result, error) {
 	if err := cmd.Validate(); err != nil {
 		return nil, err
 	}
+	return g.propose(ctx, cmd.Encode())
+}
+
+// ApplyAdmin proposes an admin command (a split step) and waits for it.
+func (g *Group) ApplyAdmin(ctx context.Context, a *store.Admin) (*store.Result, error) {
+	return g.propose(ctx, a.Encode())
+}
+
+func (g *Group) propose(ctx context.Context, data []byte) (*store.Result, error) {
 	if g.raft.State() != raft.Leader {
 		return nil, g.notLeader()
 	}
-	f := g.raft.Apply(cmd.Encode(), timeoutOf(ctx))
+	f := g.raft.Apply(data, timeoutOf(ctx))
 	if err := wait(ctx, f); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):

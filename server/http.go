@@ -39,6 +39,10 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/v1/placement/{op}", s.handlePlacementOp)
 	mux.HandleFunc("/v1/internal/status", s.handleStatus)
 	mux.HandleFunc("/v1/internal/placement", s.handlePlacement)
+	mux.HandleFunc("POST /v1/internal/split/fence", s.handleSplitFence)
+	mux.HandleFunc("POST /v1/internal/split/purge", s.handleSplitPurge)
+	mux.HandleFunc("POST /v1/internal/split/ingest", s.handleSplitIngest)
+	mux.HandleFunc("GET /v1/internal/split/export", s.handleSplitExport)
 	mux.HandleFunc("/v1/internal/digest", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"node": s.cfg.Name, "groups": s.digests()})
 	})
@@ -171,6 +175,14 @@ type keyspace struct {
 	global bool
 }
 
+// shard returns the keyspace's shard, or -1 for global data.
+func (k keyspace) shard() int {
+	if k.global {
+		return -1
+	}
+	return placement.Shard(k.uid)
+}
+
 func (k keyspace) key(user []byte) []byte {
 	if k.global {
 		return store.GlobalKey(user)
@@ -196,6 +208,15 @@ func (s *Server) userKeyspace(w http.ResponseWriter, r *http.Request) (keyspace,
 		return keyspace{}, false
 	}
 	return keyspace{group: rg.GroupID(), uid: uid}, true
+}
+
+// movedError answers a request for a shard its group has handed to another
+// (a split switched the routing): nothing was read or applied; refresh the
+// routing and retry.
+func movedError(w http.ResponseWriter, gid string, shard int) {
+	writeJSON(w, http.StatusConflict, client.ErrorBody{
+		Error: fmt.Sprintf("shard %02d has moved out of group %s (a split); refresh the routing table and retry (nothing was applied)", shard, gid),
+	})
 }
 
 func (s *Server) handleKV(w http.ResponseWriter, r *http.Request) {
@@ -235,7 +256,7 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request, ks keyspace)
 	sk := ks.key(key)
 	switch r.Method {
 	case http.MethodGet:
-		s.read(w, r, ks.group, func(w http.ResponseWriter, st *store.Store) {
+		s.read(w, r, ks, func(w http.ResponseWriter, st *store.Store) {
 			kv, found, err := st.Get(sk)
 			if err != nil {
 				writeError(w, http.StatusServiceUnavailable, err.Error())
@@ -317,7 +338,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, ks keyspace) {
 	if a := q.Get("after"); a != "" {
 		after = ks.key([]byte(a))
 	}
-	s.read(w, r, ks.group, func(w http.ResponseWriter, st *store.Store) {
+	s.read(w, r, ks, func(w http.ResponseWriter, st *store.Store) {
 		kvs, more, err := st.Range(prefix, after, limit)
 		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, err.Error())
@@ -512,6 +533,11 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, body []byte, gid 
 		case errors.Is(err, store.ErrBadCommand):
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
+		case errors.Is(err, store.ErrMoved):
+			var me *store.MovedError
+			errors.As(err, &me)
+			movedError(w, gid, me.Shard)
+			return
 		case errors.Is(err, context.DeadlineExceeded):
 			w.Header().Set("Retry-After", "1")
 			writeError(w, http.StatusServiceUnavailable, "timed out before the write was proposed (it was not applied): "+err.Error())
@@ -527,7 +553,8 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, body []byte, gid 
 
 // read serves a read of group gid: linearizable at the leader by default, or
 // from the local replica with ?consistency=stale.
-func (s *Server) read(w http.ResponseWriter, r *http.Request, gid string, serve func(http.ResponseWriter, *store.Store)) {
+func (s *Server) read(w http.ResponseWriter, r *http.Request, ks keyspace, serve func(http.ResponseWriter, *store.Store)) {
+	gid := ks.group
 	ctx, cancel, err := s.requestContext(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
@@ -544,6 +571,10 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, gid string, serve 
 		return
 	}
 	if g, ok := s.host.Group(gid); ok {
+		if g.Store().Fenced(ks.shard()) {
+			movedError(w, gid, ks.shard())
+			return
+		}
 		if stale {
 			w.Header().Set(client.HeaderAppliedIndex, strconv.FormatUint(g.Store().AppliedIndex(), 10))
 			w.Header().Set(client.HeaderGroup, gid)
@@ -553,6 +584,9 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, gid string, serve 
 		if g.IsLeader() {
 			err := g.ReadBarrier(ctx)
 			switch {
+			case err == nil && g.Store().Fenced(ks.shard()):
+				movedError(w, gid, ks.shard())
+				return
 			case err == nil:
 				s.servedHere(w, gid)
 				serve(w, g.Store())

@@ -45,6 +45,10 @@ var operations = map[string]func(*placement.Placement, client.PlacementRequest) 
 		q, err := placement.Undrain(p, req.Node, req.Zone)
 		return q, "undrain " + req.Node + req.Zone, err
 	},
+	"split": func(p *placement.Placement, req client.PlacementRequest) (*placement.Placement, string, error) {
+		q, err := placement.Split(p, req.Shards, req.At)
+		return q, fmt.Sprintf("split %s at %02d", req.Shards, req.At), err
+	},
 	"failback": func(p *placement.Placement, req client.PlacementRequest) (*placement.Placement, string, error) {
 		q, err := placement.RequestFailback(p, req.Shards)
 		what := req.Shards
@@ -65,7 +69,7 @@ func (s *Server) handlePlacementOp(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("op")
 	op, ok := operations[name]
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no placement action %q; want move, drain, undrain or failback", name))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no placement action %q; want move, drain, undrain, failback or split", name))
 		return
 	}
 	body, ok := readBody(w, r, 64<<10)
@@ -110,45 +114,46 @@ func (s *Server) handlePlacementOp(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// runOperation applies op to the stored placement with compare-and-set,
-// retrying when the driver wrote in between.
-func (s *Server) runOperation(ctx context.Context, op func(*placement.Placement, client.PlacementRequest) (*placement.Placement, string, error), req client.PlacementRequest) (*client.PlacementResult, error) {
+// loadPlacement reads the stored placement linearizably, with the version
+// of its record.
+func (s *Server) loadPlacement(ctx context.Context) (*placement.Placement, uint64, error) {
+	g, ok := s.host.Group(placement.GlobalGroup)
+	if !ok {
+		return nil, 0, raftgroup.ErrNoGroup
+	}
+	if err := g.ReadBarrier(ctx); err != nil {
+		return nil, 0, err
+	}
+	kv, found, err := g.Store().Get(placementKey)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !found {
+		return nil, 0, fmt.Errorf("server: no placement stored yet")
+	}
+	p, err := placement.Decode(kv.Value)
+	return p, kv.Version, err
+}
+
+// runPlacementChange applies change to the stored placement with
+// compare-and-set, redoing it on top of whatever the driver stored in
+// between.
+func (s *Server) runPlacementChange(ctx context.Context, change func(*placement.Placement) (*placement.Placement, error)) (*placement.Placement, error) {
 	g, ok := s.host.Group(placement.GlobalGroup)
 	if !ok {
 		return nil, raftgroup.ErrNoGroup
 	}
 	for attempt := 0; attempt < 10; attempt++ {
-		if err := g.ReadBarrier(ctx); err != nil {
-			return nil, err
-		}
-		kv, found, err := g.Store().Get(placementKey)
+		cur, rev, err := s.loadPlacement(ctx)
 		if err != nil {
 			return nil, err
 		}
-		if !found {
-			return nil, fmt.Errorf("server: no placement stored yet")
-		}
-		cur, err := placement.Decode(kv.Value)
+		next, err := change(cur)
 		if err != nil {
 			return nil, err
-		}
-		next, change, err := op(cur, req)
-		if err != nil {
-			return nil, err
-		}
-		res := &client.PlacementResult{DryRun: req.DryRun, Change: change, Version: next.Version, Epoch: next.Epoch, Decisions: []placement.Decision{}}
-		if obs := s.pd.lastObservation(); obs != nil {
-			opts := placement.DefaultOptions()
-			opts.DeadAfter = s.cfg.DeadNodeTimeout
-			if _, ds := placement.Plan(next, obs.State, opts); ds != nil {
-				res.Decisions = ds
-			}
-		}
-		if req.DryRun {
-			return res, nil
 		}
 		cmd := &store.Command{
-			Compares: []store.Compare{{Key: placementKey, Target: store.TargetVersion, Op: store.CmpEqual, Version: kv.Version}},
+			Compares: []store.Compare{{Key: placementKey, Target: store.TargetVersion, Op: store.CmpEqual, Version: rev}},
 			Then:     []store.Op{{Type: store.OpPut, Key: placementKey, Value: next.Encode()}},
 		}
 		out, err := g.Apply(ctx, cmd)
@@ -156,12 +161,46 @@ func (s *Server) runOperation(ctx context.Context, op func(*placement.Placement,
 			return nil, err
 		}
 		if !out.Succeeded {
-			continue // the driver stored a newer placement: redo on top of it
+			continue
 		}
 		s.setPlacement(next)
 		s.onMembership() // wake the driver to carry the change out now
-		s.logger.Info("placement action", "change", change, "version", next.Version, "epoch", next.Epoch)
-		return res, nil
+		return next, nil
 	}
 	return nil, fmt.Errorf("server: placement kept changing; retry")
+}
+
+// runOperation runs an operator action, or plans it on a dry run.
+func (s *Server) runOperation(ctx context.Context, op func(*placement.Placement, client.PlacementRequest) (*placement.Placement, string, error), req client.PlacementRequest) (*client.PlacementResult, error) {
+	var next *placement.Placement
+	var change string
+	if req.DryRun {
+		cur, _, err := s.loadPlacement(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if next, change, err = op(cur, req); err != nil {
+			return nil, err
+		}
+	} else {
+		var err error
+		next, err = s.runPlacementChange(ctx, func(cur *placement.Placement) (*placement.Placement, error) {
+			q, c, err := op(cur, req)
+			change = c
+			return q, err
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.logger.Info("placement action", "change", change, "version", next.Version, "epoch", next.Epoch)
+	}
+	res := &client.PlacementResult{DryRun: req.DryRun, Change: change, Version: next.Version, Epoch: next.Epoch, Decisions: []placement.Decision{}}
+	if obs := s.pd.lastObservation(); obs != nil {
+		opts := placement.DefaultOptions()
+		opts.DeadAfter = s.cfg.DeadNodeTimeout
+		if _, ds := placement.Plan(next, obs.State, opts); ds != nil {
+			res.Decisions = ds
+		}
+	}
+	return res, nil
 }

@@ -150,9 +150,10 @@ func newServer(cfg Config) (s *Server, err error) {
 	opts.DeadAfter = cfg.DeadNodeTimeout
 	s.driver = placement.StartDriver(s.pd, placement.DriverConfig{Interval: cfg.PlacementInterval, Options: opts, Logger: s.logger.With("component", "driver"), Wake: s.memberChanged})
 
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.joinLoop()
 	go s.followPlacement()
+	go s.runSplits()
 	s.logger.Info("node started", "http", s.httpAdv, "raft", s.raftAdv, "gossip", cfg.GossipAddr, "zone", cfg.Zone, "city", cfg.City, "groups", len(s.host.Groups()))
 	return s, nil
 }

@@ -20,6 +20,8 @@ var (
 	bucketKV   = []byte("kv")
 	bucketMeta = []byte("meta")
 	keyApplied = []byte("applied")
+	keyBase    = []byte("base")  // version base: versions are base + index
+	keyFence   = []byte("fence") // 100 bytes: 1 for a shard moved away
 )
 
 // ErrClosed is returned by reads on a closed store.
@@ -49,6 +51,8 @@ type Store struct {
 	closed bool
 
 	applied atomic.Uint64 // last applied Raft index, as persisted
+	base    atomic.Uint64 // version base, as persisted
+	fence   atomic.Pointer[[100]bool]
 
 	applyMu    sync.Mutex // guards waiters
 	appliedCh  chan struct{}
@@ -82,15 +86,25 @@ func (s *Store) open() error {
 	if err != nil {
 		return fmt.Errorf("store: open %s: %w", s.path, err)
 	}
-	var applied uint64
+	var applied, base uint64
+	var fence [100]bool
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketKV, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		if v := tx.Bucket(bucketMeta).Get(keyApplied); len(v) == 8 {
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(keyApplied); len(v) == 8 {
 			applied = binary.BigEndian.Uint64(v)
+		}
+		if v := meta.Get(keyBase); len(v) == 8 {
+			base = binary.BigEndian.Uint64(v)
+		}
+		if v := meta.Get(keyFence); len(v) == 100 {
+			for i, b := range v {
+				fence[i] = b == 1
+			}
 		}
 		return nil
 	})
@@ -100,8 +114,21 @@ func (s *Store) open() error {
 	}
 	s.db = db
 	s.applied.Store(applied)
+	s.base.Store(base)
+	s.fence.Store(&fence)
 	return nil
 }
+
+// Fenced reports whether shard has moved to another group: its keys here
+// must be neither read nor written.
+func (s *Store) Fenced(shard int) bool {
+	f := s.fence.Load()
+	return f != nil && shard >= 0 && shard < 100 && f[shard]
+}
+
+// VersionBase returns the offset added to Raft indexes to make versions (0
+// unless the group was born of a split).
+func (s *Store) VersionBase() uint64 { return s.base.Load() }
 
 // Close closes the database. It is safe to call more than once.
 func (s *Store) Close() error {
@@ -169,8 +196,9 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
 		}
 		return resp
 	}
+	base, fence := s.base.Load(), *s.fence.Load()
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		kv := tx.Bucket(bucketKV)
+		kv, meta := tx.Bucket(bucketKV), tx.Bucket(bucketMeta)
 		for i, l := range logs {
 			if l.Index <= applied {
 				continue
@@ -179,15 +207,33 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
 			if l.Type != raft.LogCommand {
 				continue
 			}
+			if len(l.Data) > 0 && l.Data[0] == encodingAdmin {
+				a, err := DecodeAdmin(l.Data)
+				if err != nil {
+					resp[i] = err
+					continue
+				}
+				r, err := s.admin(kv, meta, a, l.Index, &base, &fence)
+				if err != nil {
+					return err
+				}
+				resp[i] = r
+				continue
+			}
 			cmd, err := DecodeCommand(l.Data)
 			if err != nil {
 				resp[i] = err
 				continue
 			}
-			r, err := execute(kv, cmd, l.Index)
+			if shard, moved := touchesFence(cmd, &fence); moved {
+				resp[i] = &MovedError{Shard: shard}
+				continue
+			}
+			r, err := execute(kv, cmd, base+l.Index)
 			if err != nil {
 				return err
 			}
+			r.Index = base + l.Index
 			resp[i] = r
 		}
 		if last == applied {
@@ -195,7 +241,7 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
 		}
 		var b [8]byte
 		binary.BigEndian.PutUint64(b[:], last)
-		return tx.Bucket(bucketMeta).Put(keyApplied, b[:])
+		return meta.Put(keyApplied, b[:])
 	})
 	if err != nil {
 		// A failed bbolt write (disk full, I/O error) leaves this replica
@@ -204,10 +250,89 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
 		panic(fmt.Sprintf("store: apply to %s failed: %v", s.path, err))
 	}
 	if last != applied {
+		s.base.Store(base)
+		s.fence.Store(&fence)
 		s.applied.Store(last)
 		s.notifyApplied(last)
 	}
 	return resp
+}
+
+// touchesFence reports the first fenced shard a command touches.
+func touchesFence(cmd *Command, fence *[100]bool) (int, bool) {
+	check := func(k []byte) (int, bool) {
+		if sh := ShardOf(k); sh >= 0 && fence[sh] {
+			return sh, true
+		}
+		return 0, false
+	}
+	for _, c := range cmd.Compares {
+		if sh, ok := check(c.Key); ok {
+			return sh, true
+		}
+	}
+	for _, ops := range [][]Op{cmd.Then, cmd.Else} {
+		for _, op := range ops {
+			if sh, ok := check(op.Key); ok {
+				return sh, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// admin applies an admin command inside the batch's transaction.
+func (s *Store) admin(kv, meta *bolt.Bucket, a *Admin, index uint64, base *uint64, fence *[100]bool) (*Result, error) {
+	switch a.Kind {
+	case AdminFence:
+		for _, sh := range a.Shards {
+			fence[sh] = true
+		}
+		var b [100]byte
+		for i, f := range fence {
+			if f {
+				b[i] = 1
+			}
+		}
+		if err := meta.Put(keyFence, b[:]); err != nil {
+			return nil, err
+		}
+	case AdminIngest:
+		if *base == 0 && a.Base > 0 {
+			*base = a.Base
+			var b [8]byte
+			binary.BigEndian.PutUint64(b[:], a.Base)
+			if err := meta.Put(keyBase, b[:]); err != nil {
+				return nil, err
+			}
+		}
+		for _, e := range a.KVs {
+			v := make([]byte, 8+len(e.Value))
+			binary.BigEndian.PutUint64(v, e.Version)
+			copy(v[8:], e.Value)
+			if err := kv.Put(e.Key, v); err != nil {
+				return nil, err
+			}
+		}
+	case AdminPurge:
+		purge := map[int]bool{}
+		for _, sh := range a.Shards {
+			purge[sh] = true
+		}
+		c := kv.Cursor()
+		for k, _ := c.Seek([]byte{spaceUser}); k != nil && k[0] == spaceUser; {
+			if purge[ShardOf(k)] {
+				next := bytes.Clone(k) // k is invalid once deleted
+				if err := c.Delete(); err != nil {
+					return nil, err
+				}
+				k, _ = c.Seek(next)
+				continue
+			}
+			k, _ = c.Next()
+		}
+	}
+	return &Result{Index: *base + index, Succeeded: true}, nil
 }
 
 // execute runs cmd against the kv bucket at index.
@@ -347,6 +472,35 @@ func (s *Store) Range(prefix, after []byte, limit int) ([]KV, bool, error) {
 		}
 		for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			if limit > 0 && len(out) == limit {
+				more = true
+				break
+			}
+			out = append(out, KV{Key: bytes.Clone(k), Value: bytes.Clone(v[8:]), Version: binary.BigEndian.Uint64(v[:8])})
+		}
+		return nil
+	})
+	return out, more, err
+}
+
+// ScanShards returns up to limit user keys of the given shards, in key
+// order, after the key after (nil: from the start), and whether more follow.
+func (s *Store) ScanShards(shards map[int]bool, after []byte, limit int) ([]KV, bool, error) {
+	var out []KV
+	more := false
+	err := s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketKV).Cursor()
+		k, v := c.Seek([]byte{spaceUser})
+		if after != nil {
+			k, v = c.Seek(after)
+			if bytes.Equal(k, after) {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil && k[0] == spaceUser; k, v = c.Next() {
+			if !shards[ShardOf(k)] {
+				continue
+			}
+			if len(out) == limit {
 				more = true
 				break
 			}

@@ -87,6 +87,16 @@ func placementCommand() *cli.Command {
 				Action: action("undrain", nodeOrZone),
 			},
 			{
+				Name: "split", Usage: "split --range into two groups before shard --at (e.g. 00-49 at 25: 00-24 and 25-49)",
+				Flags: clientFlags(rangeFlag, &cli.IntFlag{Name: "at", Usage: "first shard of the upper half"}, dry),
+				Action: action("split", func(c *cli.Context) (client.PlacementRequest, error) {
+					if !c.IsSet("range") || !c.IsSet("at") {
+						return client.PlacementRequest{}, errors.New("usage: ldcd placement split --range 00-49 --at 25 [--dry-run]")
+					}
+					return client.PlacementRequest{Shards: c.String("range"), At: c.Int("at")}, nil
+				}),
+			},
+			{
 				Name: "failback", Usage: "return --range (default: every failed-over range) to its owner zone",
 				Flags: clientFlags(rangeFlag, dry),
 				Action: action("failback", func(c *cli.Context) (client.PlacementRequest, error) {
