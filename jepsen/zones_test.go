@@ -29,9 +29,12 @@ replicas: 3
 
 // startLDC starts a two-city LDC: gz1 (GZone, bootstraps with the
 // topology), two nodes in rz0, one in rz1, one in rz2, one in the CZone.
-func startLDC(t *testing.T) *Cluster {
+func startLDC(t *testing.T, args ...string) *Cluster {
 	t.Helper()
-	c := &Cluster{Bin: bin, Dir: t.TempDir(), Args: append([]string{}, fastArgs...)}
+	if len(args) == 0 {
+		args = fastArgs
+	}
+	c := &Cluster{Bin: bin, Dir: t.TempDir(), Args: append([]string{}, args...)}
 	t.Cleanup(func() {
 		c.Close()
 		checkRaces(t, c)
