@@ -1,17 +1,35 @@
 # The Makefile is the contract: CI calls these targets only.
+SHELL   := /bin/bash
 GO      ?= go
 BIN     ?= bin/ldcd
 FUZZTIME ?= 20s
 
-.PHONY: build test verify fuzz run clean measure bench
+.PHONY: build test verify fuzz run clean measure bench jepsen jepsen-quick jepsen-deps
 
 ## build: compile the ldcd binary into bin/
 build:
 	$(GO) build -o $(BIN) ./cmd/ldcd
 
-## test: every test, with the race detector (real processes, real Raft, real bbolt)
+## test: every test, with the race detector (real processes, real Raft, real bbolt), then
+## the quick Jepsen matrix
 test:
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) jepsen-quick
+
+TIME ?=
+SEED ?=
+
+## jepsen-deps: what the Jepsen harness needs for partitions (iptables; needs root)
+jepsen-deps:
+	@command -v iptables >/dev/null 2>&1 || { 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables iproute2 >/dev/null; 		else echo "jepsen-deps: iptables missing and not root: partition faults will be skipped"; fi; }
+
+## jepsen-quick: each workload for about 30s under mixed faults (part of make test)
+jepsen-quick: jepsen-deps
+	LDCD_JEPSEN=quick TIME=$(TIME) SEED=$(SEED) $(GO) test -count=1 -timeout 30m -run 'TestJepsen$$' -v ./jepsen 2>&1 | grep -E '^(JEPSEN|---|ok|FAIL|PASS)|jepsen_test.go:[0-9]+: (jepsen|seed|partition faults)|Error|panic'; exit $${PIPESTATUS[0]}
+
+## jepsen: the full matrix, every workload under every nemesis (TIME per cell, default 60s; SEED)
+jepsen: jepsen-deps
+	LDCD_JEPSEN=full TIME=$(TIME) SEED=$(SEED) $(GO) test -count=1 -timeout 6h -run 'TestJepsen$$' -v ./jepsen 2>&1 | grep -E '^(JEPSEN|---|ok|FAIL|PASS)|jepsen_test.go:[0-9]+: (jepsen|seed|partition faults)|Error|panic'; exit $${PIPESTATUS[0]}
 
 ## verify: formatting, vet, and a tidy go.mod
 verify:

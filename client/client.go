@@ -489,6 +489,15 @@ func (c *Client) List(ctx context.Context, uid uint64, prefix string, limit int,
 	return c.list(ctx, r, prefix, limit, opts)
 }
 
+// ListAfter lists like List, starting after the key after (paging).
+func (c *Client) ListAfter(ctx context.Context, uid uint64, prefix, after string, limit int, opts ...ReadOption) (*ListResult, error) {
+	r := userReq(http.MethodGet, uid, "")
+	if after != "" {
+		r.query.Set("after", after)
+	}
+	return c.list(ctx, r, prefix, limit, opts)
+}
+
 // Txn runs a transaction over keys of user uid atomically.
 func (c *Client) Txn(ctx context.Context, uid uint64, txn TxnRequest) (*TxnResult, error) {
 	b, err := json.Marshal(txn)

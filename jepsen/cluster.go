@@ -40,7 +40,9 @@ func Build(dir string) (string, error) {
 
 // FreePorts returns n TCP ports that were free a moment ago on 127.0.0.1
 // (for gossip, the UDP port of the same number is also checked).
-func FreePorts(n int) ([]int, error) {
+func FreePorts(n int) ([]int, error) { return freePortsAt("127.0.0.1", n) }
+
+func freePortsAt(ip string, n int) ([]int, error) {
 	var ports []int
 	var lns []net.Listener
 	defer func() {
@@ -49,13 +51,13 @@ func FreePorts(n int) ([]int, error) {
 		}
 	}()
 	for len(ports) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := net.Listen("tcp", ip+":0")
 		if err != nil {
 			return nil, err
 		}
 		lns = append(lns, l)
 		p := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+		u, err := net.ListenPacket("udp", fmt.Sprintf("%s:%d", ip, p))
 		if err != nil {
 			continue
 		}
@@ -72,6 +74,11 @@ type Node struct {
 	DataDir, LogPath   string
 	// Args are extra flags for ldcd start.
 	Args []string
+	// IP is the loopback address the node binds (127.0.0.1 by default).
+	IP string
+	// UID and GID, when not zero, run the process as that user, so that
+	// firewall rules can match its traffic (partitions).
+	UID, GID uint32
 
 	mu   sync.Mutex // guards cmd and done
 	cmd  *exec.Cmd
@@ -112,17 +119,23 @@ type Cluster struct {
 	Args []string
 }
 
-// NewNode adds a node named name (not started) with fresh ports.
+// NewNode adds a node named name (not started) with fresh ports on
+// 127.0.0.1.
 func (c *Cluster) NewNode(name, zone, city string) (*Node, error) {
-	ports, err := FreePorts(3)
+	return c.NewNodeAt(name, zone, city, "127.0.0.1")
+}
+
+// NewNodeAt adds a node that binds the loopback address ip.
+func (c *Cluster) NewNodeAt(name, zone, city, ip string) (*Node, error) {
+	ports, err := freePortsAt(ip, 3)
 	if err != nil {
 		return nil, err
 	}
 	n := &Node{
-		Name: name, Zone: zone, City: city,
-		HTTP:    fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		Raft:    fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		Gossip:  fmt.Sprintf("127.0.0.1:%d", ports[2]),
+		Name: name, Zone: zone, City: city, IP: ip,
+		HTTP:    fmt.Sprintf("%s:%d", ip, ports[0]),
+		Raft:    fmt.Sprintf("%s:%d", ip, ports[1]),
+		Gossip:  fmt.Sprintf("%s:%d", ip, ports[2]),
 		DataDir: filepath.Join(c.Dir, name),
 		LogPath: filepath.Join(c.Dir, name+".log"),
 	}
@@ -158,6 +171,9 @@ func (c *Cluster) Start(n *Node, join ...string) error {
 	cmd := exec.Command(c.Bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if n.UID != 0 {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: n.UID, Gid: n.GID}
+	}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("jepsen: start %s: %w", n.Name, err)
@@ -170,6 +186,21 @@ func (c *Cluster) Start(n *Node, join ...string) error {
 	}()
 	n.cmd, n.done = cmd, done
 	return nil
+}
+
+// Pause stops n with SIGSTOP; Resume continues it.
+func (c *Cluster) Pause(n *Node) { c.sendOnly(n, syscall.SIGSTOP) }
+
+// Resume continues a paused node.
+func (c *Cluster) Resume(n *Node) { c.sendOnly(n, syscall.SIGCONT) }
+
+func (c *Cluster) sendOnly(n *Node, sig syscall.Signal) {
+	n.mu.Lock()
+	cmd := n.cmd
+	n.mu.Unlock()
+	if cmd != nil && cmd.Process != nil {
+		cmd.Process.Signal(sig)
+	}
 }
 
 // Kill sends SIGKILL to n and waits for it to exit.
@@ -185,6 +216,7 @@ func (c *Cluster) signal(n *Node, sig syscall.Signal, grace time.Duration) {
 	if cmd == nil {
 		return
 	}
+	cmd.Process.Signal(syscall.SIGCONT) // a paused process must run to die
 	cmd.Process.Signal(sig)
 	if grace > 0 {
 		select {

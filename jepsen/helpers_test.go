@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	os.Chmod(dir, 0o755) // node processes may run as other users (partitions)
 	bin, err = Build(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -156,21 +156,6 @@ func waitReplicated(t *testing.T, cl *client.Client, voters int, on []*Node, tim
 // uidForRange returns a uid whose shard is lo (one uid per range of the
 // default topology when lo steps by 10).
 func uidForShard(shard, n int) uint64 { return uint64(n*100 + shard) }
-
-func leaderCounts(info *client.ClusterInfo) []string {
-	count := map[string]int{}
-	for _, g := range info.Groups {
-		count[g.Leader]++
-	}
-	var names []string
-	for n := range count {
-		names = append(names, n)
-	}
-	sort.Slice(names, func(i, j int) bool {
-		return count[names[i]] > count[names[j]] || (count[names[i]] == count[names[j]] && names[i] < names[j])
-	})
-	return names
-}
 
 func dumpRace(t *testing.T, name, log string) {
 	i := strings.Index(log, "WARNING: DATA RACE")
