@@ -36,6 +36,11 @@ type Options struct {
 	// OnApply, if set, is called after each applied batch with the highest
 	// index applied. It runs on the Raft apply goroutine and must not block.
 	OnApply func(index uint64)
+	// ChangeLogCount and ChangeLogAge bound the change log: the oldest
+	// records go once there are more than ChangeLogCount (default 100000)
+	// or they are older than ChangeLogAge (0: no age limit).
+	ChangeLogCount int
+	ChangeLogAge   time.Duration
 }
 
 // Store is a bbolt-backed state machine. Apply, ApplyBatch, Snapshot and
@@ -69,6 +74,9 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.InitialMmapSize == 0 {
 		opts.InitialMmapSize = 64 << 20
 	}
+	if opts.ChangeLogCount <= 0 {
+		opts.ChangeLogCount = 100_000
+	}
 	s := &Store{path: path, opts: opts, appliedCh: make(chan struct{})}
 	if err := s.open(); err != nil {
 		return nil, err
@@ -89,7 +97,7 @@ func (s *Store) open() error {
 	var applied, base uint64
 	var fence [100]bool
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketKV, bucketMeta} {
+		for _, b := range [][]byte{bucketKV, bucketMeta, bucketChanges} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -197,6 +205,7 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
 		return resp
 	}
 	base, fence := s.base.Load(), *s.fence.Load()
+	now := time.Now()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		kv, meta := tx.Bucket(bucketKV), tx.Bucket(bucketMeta)
 		for i, l := range logs {
@@ -207,14 +216,28 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
 			if l.Type != raft.LogCommand {
 				continue
 			}
+			var changes []Change
+			record := func() error {
+				if len(changes) == 0 {
+					return nil
+				}
+				at := l.AppendedAt
+				if at.IsZero() {
+					at = now
+				}
+				return s.logChanges(tx, &ChangeRecord{Index: l.Index, Time: at, Changes: changes}, now)
+			}
 			if len(l.Data) > 0 && l.Data[0] == encodingAdmin {
 				a, err := DecodeAdmin(l.Data)
 				if err != nil {
 					resp[i] = err
 					continue
 				}
-				r, err := s.admin(kv, meta, a, l.Index, &base, &fence)
+				r, err := s.admin(kv, meta, a, l.Index, &base, &fence, &changes)
 				if err != nil {
+					return err
+				}
+				if err := record(); err != nil {
 					return err
 				}
 				resp[i] = r
@@ -229,8 +252,11 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
 				resp[i] = &MovedError{Shard: shard}
 				continue
 			}
-			r, err := execute(kv, cmd, base+l.Index)
+			r, err := execute(kv, cmd, base+l.Index, &changes)
 			if err != nil {
+				return err
+			}
+			if err := record(); err != nil {
 				return err
 			}
 			r.Index = base + l.Index
@@ -282,7 +308,7 @@ func touchesFence(cmd *Command, fence *[100]bool) (int, bool) {
 }
 
 // admin applies an admin command inside the batch's transaction.
-func (s *Store) admin(kv, meta *bolt.Bucket, a *Admin, index uint64, base *uint64, fence *[100]bool) (*Result, error) {
+func (s *Store) admin(kv, meta *bolt.Bucket, a *Admin, index uint64, base *uint64, fence *[100]bool, changes *[]Change) (*Result, error) {
 	switch a.Kind {
 	case AdminFence:
 		for _, sh := range a.Shards {
@@ -313,6 +339,7 @@ func (s *Store) admin(kv, meta *bolt.Bucket, a *Admin, index uint64, base *uint6
 			if err := kv.Put(e.Key, v); err != nil {
 				return nil, err
 			}
+			*changes = append(*changes, Change{Op: ChangePut, Key: e.Key, Value: e.Value, Version: e.Version})
 		}
 	case AdminPurge:
 		purge := map[int]bool{}
@@ -323,6 +350,7 @@ func (s *Store) admin(kv, meta *bolt.Bucket, a *Admin, index uint64, base *uint6
 		for k, _ := c.Seek([]byte{spaceUser}); k != nil && k[0] == spaceUser; {
 			if purge[ShardOf(k)] {
 				next := bytes.Clone(k) // k is invalid once deleted
+				*changes = append(*changes, Change{Op: ChangeDelete, Key: next})
 				if err := c.Delete(); err != nil {
 					return nil, err
 				}
@@ -336,7 +364,7 @@ func (s *Store) admin(kv, meta *bolt.Bucket, a *Admin, index uint64, base *uint6
 }
 
 // execute runs cmd against the kv bucket at index.
-func execute(kv *bolt.Bucket, cmd *Command, index uint64) (*Result, error) {
+func execute(kv *bolt.Bucket, cmd *Command, index uint64, changes *[]Change) (*Result, error) {
 	r := &Result{Index: index, Succeeded: true}
 	for _, c := range cmd.Compares {
 		if !compare(kv, c) {
@@ -369,8 +397,10 @@ func execute(kv *bolt.Bucket, cmd *Command, index uint64) (*Result, error) {
 				return nil, err
 			}
 			res.Found, res.Version = true, index
+			*changes = append(*changes, Change{Op: ChangePut, Key: op.Key, Value: op.Value, Version: index})
 		case OpDelete:
 			if cur != nil {
+				*changes = append(*changes, Change{Op: ChangeDelete, Key: op.Key, Version: res.Version})
 				if err := kv.Delete(op.Key); err != nil {
 					return nil, err
 				}
