@@ -1,6 +1,10 @@
 package client
 
-import "github.com/ldcd/ldcd/placement"
+import (
+	"time"
+
+	"github.com/ldcd/ldcd/placement"
+)
 
 // The JSON bodies of the HTTP API. The server encodes and decodes these same
 // types, so the client and the server cannot drift apart.
@@ -203,4 +207,56 @@ type ClusterInfo struct {
 	Epoch            uint64      `json:"epoch"`
 	// Leader is the node that leads the global group and answered.
 	Leader string `json:"leader"`
+}
+
+// KeyChange is one key changed by a committed entry, as a change feed
+// reports it.
+type KeyChange struct {
+	// Op is "put" or "delete".
+	Op string `json:"op"`
+	// Space is "user" (UID and Key set), "global" (Key set) or "system"
+	// (the cluster's own records, such as "placement").
+	Space       string  `json:"space"`
+	UID         *uint64 `json:"uid,omitempty"`
+	Key         string  `json:"key"`
+	Value       string  `json:"value,omitempty"`
+	ValueBase64 string  `json:"value_base64,omitempty"`
+	// Version is the key's version after a put, or before a delete.
+	Version uint64 `json:"version"`
+}
+
+// ChangeEvent is one line of GET /v1/changes/{group}: the changes of one
+// committed entry, or a heartbeat that reports progress on a quiet feed.
+type ChangeEvent struct {
+	// Index is the entry's Raft index; on a heartbeat, the serving
+	// replica's applied index (every change up to it has been sent).
+	Index uint64 `json:"index"`
+	// Time is when the leader appended the entry (or, on a heartbeat, now).
+	Time    time.Time   `json:"time"`
+	Changes []KeyChange `json:"changes,omitempty"`
+	// Heartbeat marks a progress line; CommitIndex is the group's commit
+	// index as the serving replica knows it.
+	Heartbeat   bool   `json:"heartbeat,omitempty"`
+	CommitIndex uint64 `json:"commit_index,omitempty"`
+}
+
+// GoneBody answers 410 Gone: the feed no longer holds changes from the
+// requested index; Oldest is the oldest it holds. Start from a snapshot.
+type GoneBody struct {
+	Error  string `json:"error"`
+	Oldest uint64 `json:"oldest"`
+}
+
+// SnapshotHeader is the first line of GET /v1/changes/{group}/snapshot;
+// KeyChange lines (op "put") follow, then a SnapshotEnd line.
+type SnapshotHeader struct {
+	Snapshot bool   `json:"snapshot"`
+	Index    uint64 `json:"index"`
+}
+
+// SnapshotEnd closes a snapshot; a snapshot without it is incomplete.
+type SnapshotEnd struct {
+	End   bool   `json:"end"`
+	Index uint64 `json:"index"`
+	Count int    `json:"count"`
 }

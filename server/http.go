@@ -35,6 +35,8 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/v1/global/{key...}", s.handleGlobal)
 	mux.HandleFunc("/v1/cluster", s.handleCluster)
 	mux.HandleFunc("/v1/routing", s.handleRouting)
+	mux.HandleFunc("/v1/changes/{group}", s.handleChanges)
+	mux.HandleFunc("/v1/changes/{group}/{rest}", s.handleChanges)
 	mux.HandleFunc("/v1/placement", s.handlePlacementShow)
 	mux.HandleFunc("/v1/placement/{op}", s.handlePlacementOp)
 	mux.HandleFunc("/v1/internal/status", s.handleStatus)
