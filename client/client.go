@@ -361,6 +361,8 @@ type Value struct {
 	Version uint64
 	// AppliedIndex is the serving replica's applied index, on stale reads.
 	AppliedIndex uint64
+	// LagMs is how far behind a CZone copy that served the read may be.
+	LagMs int64
 }
 
 // ReadOption changes how a read is served.
@@ -369,6 +371,19 @@ type ReadOption func(*request)
 // Stale lets any replica serve the read from its local state, which may lag.
 func Stale() ReadOption {
 	return func(r *request) { r.stale = true; r.query.Set("consistency", "stale") }
+}
+
+// MaxStaleness lets a CZone node serve a global read locally only while its
+// copy lags by at most d; otherwise the global leader serves it.
+func MaxStaleness(d time.Duration) ReadOption {
+	return func(r *request) { r.stale = true; r.query.Set("max_staleness", d.String()) }
+}
+
+// MinIndex makes a global read return a value at least as new as index
+// (read-your-writes across cities: the version a write returned); a CZone
+// node waits briefly for its copy, then defers to the global leader.
+func MinIndex(index uint64) ReadOption {
+	return func(r *request) { r.stale = true; r.query.Set("min_index", strconv.FormatUint(index, 10)) }
 }
 
 func userPath(uid uint64, key string) string {
@@ -416,6 +431,7 @@ func (c *Client) get(ctx context.Context, r *request, opts []ReadOption) (*Value
 	v := &Value{Data: resp.body}
 	v.Version, _ = strconv.ParseUint(resp.header.Get(HeaderVersion), 10, 64)
 	v.AppliedIndex, _ = strconv.ParseUint(resp.header.Get(HeaderAppliedIndex), 10, 64)
+	v.LagMs, _ = strconv.ParseInt(resp.header.Get(HeaderLagMs), 10, 64)
 	return v, nil
 }
 

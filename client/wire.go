@@ -23,6 +23,9 @@ const (
 	HeaderGroup = "X-Ldc-Group"
 	// HeaderHops counts forwards between nodes; it bounds forwarding loops.
 	HeaderHops = "X-Ldc-Hops"
+	// HeaderLagMs carries, on a read served by a CZone copy, how far
+	// behind the global group it may be, in milliseconds.
+	HeaderLagMs = "X-Ldc-Lag-Ms"
 	// HeaderEpoch carries, on a write, the routing epoch of the range as the
 	// client knew it. A write routed by an older epoch than the range's
 	// current one is refused with 409 and the current epoch.
@@ -205,6 +208,8 @@ type ClusterInfo struct {
 	Groups           []GroupInfo `json:"groups"`
 	PlacementVersion uint64      `json:"placement_version"`
 	Epoch            uint64      `json:"epoch"`
+	// CDC lists the CZone copies of the global group and their lag.
+	CDC []CDCInfo `json:"cdc,omitempty"`
 	// Leader is the node that leads the global group and answered.
 	Leader string `json:"leader"`
 }
@@ -259,4 +264,18 @@ type SnapshotEnd struct {
 	End   bool   `json:"end"`
 	Index uint64 `json:"index"`
 	Count int    `json:"count"`
+}
+
+// CDCInfo is one CZone copy in GET /v1/cluster.
+type CDCInfo struct {
+	Node         string `json:"node"`
+	Zone         string `json:"zone"`
+	Group        string `json:"group"`
+	Source       string `json:"source"`
+	Connected    bool   `json:"connected"`
+	AppliedIndex uint64 `json:"applied_index"`
+	LagIndex     uint64 `json:"lag_index"`
+	LagMs        int64  `json:"lag_ms"`
+	// Snapshots counts the times the copy caught up from a snapshot.
+	Snapshots int `json:"snapshots"`
 }

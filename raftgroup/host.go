@@ -75,6 +75,9 @@ type Config struct {
 	// OnApply, if set, is called after each batch applied by any group. It
 	// runs on that group's apply goroutine and must not block.
 	OnApply func(group string, index uint64)
+	// ChangeLogCount bounds each group's change log (0: the store's
+	// default).
+	ChangeLogCount int
 }
 
 // DefaultConfig returns the defaults: one-second heartbeat and election

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ldcd/ldcd/cdc"
+	"github.com/ldcd/ldcd/placement"
 	"github.com/ldcd/ldcd/raftgroup"
 	"github.com/ldcd/ldcd/store"
 )
@@ -46,16 +47,23 @@ func (s *Server) handleChanges(w http.ResponseWriter, r *http.Request) {
 		}
 		from = max(v, 1)
 	}
-	g, ok := s.host.Group(gid)
-	if !ok {
+	var src *store.Store
+	commit := func() uint64 { return 0 }
+	if g, ok := s.host.Group(gid); ok {
+		src = g.Store()
+		commit = func() uint64 { return g.Raft().CommitIndex() }
+	} else if _, st := s.czone(); st != nil && gid == placement.GlobalGroup {
+		src = st // a CZone copy feeds other copies (cascading)
+		commit = st.AppliedIndex
+	} else {
 		s.redirectToReplica(w, r, gid)
 		return
 	}
 	var err error
 	if snapshot {
-		err = cdc.ServeSnapshot(w, g.Store(), nil)
+		err = cdc.ServeSnapshot(w, src, nil)
 	} else {
-		err = cdc.ServeFeed(r.Context(), w, g.Store(), from, feedHeartbeat, func() uint64 { return g.Raft().CommitIndex() })
+		err = cdc.ServeFeed(r.Context(), w, src, from, feedHeartbeat, commit)
 	}
 	if err != nil && !errors.Is(err, store.ErrClosed) && r.Context().Err() == nil {
 		s.logger.Debug("change feed ended", "group", gid, "error", err)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"sort"
 
 	"github.com/ldcd/ldcd/client"
 	"github.com/ldcd/ldcd/placement"
@@ -41,6 +42,17 @@ func clusterInfo(self string, obs *observation, p *placement.Placement) client.C
 	for _, m := range obs.Members {
 		byName[m.Name] = m
 		info.Nodes = append(info.Nodes, client.NodeInfo{Name: m.Name, Zone: m.Zone, City: m.City, Status: m.Status.String(), HTTPAddr: m.HTTP, RaftAddr: m.Raft})
+	}
+	var nodes []string
+	for n := range obs.Statuses {
+		nodes = append(nodes, n)
+	}
+	sort.Strings(nodes)
+	for _, n := range nodes {
+		if st := obs.Statuses[n].CDC; st != nil {
+			info.CDC = append(info.CDC, client.CDCInfo{Node: n, Zone: byName[n].Zone, Group: st.Group, Source: st.Source,
+				Connected: st.Connected, AppliedIndex: st.AppliedIndex, LagIndex: st.LagIndex, LagMs: st.LagMs, Snapshots: st.Snapshots})
+		}
 	}
 	for _, gp := range p.Groups {
 		gi := client.GroupInfo{ID: gp.ID, Shards: gp.Shards, OwnerZone: gp.OwnerZone, Voters: []string{}, Nonvoters: []string{},

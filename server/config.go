@@ -49,6 +49,12 @@ type Config struct {
 
 	// Pprof serves the runtime profiles under /debug/pprof/ on the HTTP port.
 	Pprof bool
+	// CDCSource pins the HTTP address a CZone node follows the global
+	// group from (default: chosen by city among global voters and other
+	// CZone nodes).
+	CDCSource string
+	// ChangeLogCount bounds each group's change log (entries kept).
+	ChangeLogCount int
 
 	// Raft tuning, passed to every group.
 	Raft raftgroup.Config

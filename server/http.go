@@ -572,6 +572,11 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, ks keyspace, serve
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("consistency %q: want linearizable or stale", c))
 		return
 	}
+	if ks.global {
+		if _, local := s.host.Group(gid); !local && s.serveCZoneRead(w, r, serve) {
+			return
+		}
+	}
 	if g, ok := s.host.Group(gid); ok {
 		if g.Store().Fenced(ks.shard()) {
 			movedError(w, gid, ks.shard())

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/ldcd/ldcd/cdc"
 	"github.com/ldcd/ldcd/client"
 	"github.com/ldcd/ldcd/raftgroup"
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,9 +14,10 @@ import (
 type metrics struct {
 	applySeconds *prometheus.HistogramVec
 	requests     *prometheus.CounterVec
+	cdcLag       prometheus.Histogram
 }
 
-func newMetrics(reg *prometheus.Registry, host *raftgroup.Host, view func() *client.ClusterInfo) *metrics {
+func newMetrics(reg *prometheus.Registry, host *raftgroup.Host, view func() *client.ClusterInfo, follower func() *cdc.FollowerStatus) *metrics {
 	m := &metrics{
 		applySeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "ldcd_apply_duration_seconds",
@@ -26,8 +28,13 @@ func newMetrics(reg *prometheus.Registry, host *raftgroup.Host, view func() *cli
 			Name: "ldcd_http_requests_total",
 			Help: "HTTP requests served, by route and status code.",
 		}, []string{"route", "code"}),
+		cdcLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "ldcd_cdc_replication_lag_seconds",
+			Help:    "On a CZone node: time from the leader appending a global change to this copy applying it.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
 	}
-	reg.MustRegister(m.applySeconds, m.requests, &groupCollector{host: host}, &placementCollector{view: view},
+	reg.MustRegister(m.applySeconds, m.requests, m.cdcLag, &groupCollector{host: host}, &placementCollector{view: view}, &cdcCollector{status: follower},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -112,4 +119,29 @@ func (c *placementCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descViolations, prometheus.GaugeValue, violations)
 	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, inFlight)
 	ch <- prometheus.MustNewConstMetric(descEpoch, prometheus.GaugeValue, float64(info.Epoch))
+}
+
+var (
+	descCDCLag     = prometheus.NewDesc("ldcd_cdc_lag_seconds", "On a CZone node: how stale the copy of the global group may be (0 when caught up with its source).", []string{"group", "source"}, nil)
+	descCDCEntries = prometheus.NewDesc("ldcd_cdc_lag_entries", "On a CZone node: entries the copy trails its source by.", []string{"group", "source"}, nil)
+	descCDCApplied = prometheus.NewDesc("ldcd_cdc_applied_index", "On a CZone node: the copy's applied index.", []string{"group"}, nil)
+)
+
+// cdcCollector exports a CZone follower's progress.
+type cdcCollector struct{ status func() *cdc.FollowerStatus }
+
+func (c *cdcCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descCDCLag
+	ch <- descCDCEntries
+	ch <- descCDCApplied
+}
+
+func (c *cdcCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.status()
+	if st == nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descCDCLag, prometheus.GaugeValue, float64(st.LagMs)/1000, st.Group, st.Source)
+	ch <- prometheus.MustNewConstMetric(descCDCEntries, prometheus.GaugeValue, float64(st.LagIndex), st.Group, st.Source)
+	ch <- prometheus.MustNewConstMetric(descCDCApplied, prometheus.GaugeValue, float64(st.AppliedIndex), st.Group)
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ldcd/ldcd/cdc"
 	"github.com/ldcd/ldcd/placement"
 	"github.com/ldcd/ldcd/raftgroup"
 	"github.com/ldcd/ldcd/store"
@@ -27,10 +28,12 @@ var placementKey = store.SystemKey("placement")
 type nodeStatus struct {
 	Node   string             `json:"node"`
 	Groups []raftgroup.Status `json:"groups"`
+	// CDC is the CZone follower's progress, on a CZone node.
+	CDC *cdc.FollowerStatus `json:"cdc,omitempty"`
 }
 
 func (s *Server) localStatus() nodeStatus {
-	st := nodeStatus{Node: s.cfg.Name}
+	st := nodeStatus{Node: s.cfg.Name, CDC: s.followerStatus()}
 	for _, g := range s.host.Groups() {
 		st.Groups = append(st.Groups, g.Status())
 	}
@@ -485,6 +488,12 @@ func (s *Server) digests() []GroupDigest {
 			continue
 		}
 		out = append(out, GroupDigest{ID: g.ID(), AppliedIndex: applied, SHA256: hex.EncodeToString(h.Sum(nil))})
+	}
+	if _, st := s.czone(); st != nil {
+		h := sha256.New()
+		if applied, err := st.Digest(h); err == nil {
+			out = append(out, GroupDigest{ID: placement.GlobalGroup, AppliedIndex: applied, SHA256: hex.EncodeToString(h.Sum(nil))})
+		}
 	}
 	return out
 }

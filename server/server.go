@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/ldcd/ldcd/cdc"
 	"github.com/ldcd/ldcd/client"
 	"github.com/ldcd/ldcd/placement"
 	"github.com/ldcd/ldcd/raftgroup"
+	"github.com/ldcd/ldcd/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -43,6 +45,10 @@ type Server struct {
 	agent   *placement.Agent
 	pd      *pd
 	leaders leaderCache
+
+	czMu     sync.Mutex // guards czStore and follower
+	czStore  *store.Store
+	follower *cdc.Follower
 
 	pmu       sync.RWMutex // guards placement and pchanged
 	placement *placement.Placement
@@ -101,6 +107,7 @@ func newServer(cfg Config) (s *Server, err error) {
 	rc.Advertise = s.raftAdv
 	rc.Logger = cfg.Logger
 	rc.OnApply = s.onApply
+	rc.ChangeLogCount = cfg.ChangeLogCount
 	s.host, err = raftgroup.New(rc)
 	if err != nil {
 		raftLn.Close()
@@ -128,7 +135,7 @@ func newServer(cfg Config) (s *Server, err error) {
 	}
 
 	s.reg = prometheus.NewRegistry()
-	s.metrics = newMetrics(s.reg, s.host, s.placementView)
+	s.metrics = newMetrics(s.reg, s.host, s.placementView, s.followerStatus)
 	s.fwd = newForwardClient()
 	s.pd = &pd{s: s}
 
@@ -184,6 +191,12 @@ func (s *Server) Close() error {
 		if s.mem != nil {
 			s.mem.close()
 		}
+		s.czMu.Lock()
+		if s.follower != nil {
+			s.follower.Close()
+			s.czStore.Close()
+		}
+		s.czMu.Unlock()
 		if s.host != nil {
 			err = s.host.Close()
 		}
@@ -265,6 +278,9 @@ func (s *Server) setPlacement(p *placement.Placement) {
 	s.pmu.Unlock()
 	s.logger.Debug("placement updated", "version", p.Version)
 	s.agent.Update(p)
+	if z, ok := p.Topology.Zone(s.cfg.Zone); ok && z.Kind == placement.KindCZone {
+		s.startFollower()
+	}
 }
 
 type raftServer = raft.Server
@@ -286,4 +302,14 @@ func (s *Server) placementView() *client.ClusterInfo {
 	}
 	info := clusterInfo(s.cfg.Name, obs, p)
 	return &info
+}
+
+// followerStatus is the CZone follower's progress (nil on other nodes).
+func (s *Server) followerStatus() *cdc.FollowerStatus {
+	f, _ := s.czone()
+	if f == nil {
+		return nil
+	}
+	st := f.Status()
+	return &st
 }

@@ -199,3 +199,123 @@ func (s *Store) SnapshotKV(prefix []byte, start func(applied uint64) error, fn f
 		return nil
 	})
 }
+
+// ApplyRecord applies a change record read from another store's feed (a
+// CZone copy of the global group): its puts and deletes, with their
+// versions, and its index as the applied index, in one transaction.
+// Records at or below the applied index are skipped, so a resumed feed may
+// repeat some. The record enters this store's own change log too, so the
+// copy can feed another copy (cascading).
+func (s *Store) ApplyRecord(rec ChangeRecord) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return ErrClosed
+	}
+	if rec.Index <= s.applied.Load() {
+		return nil
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		kv := tx.Bucket(bucketKV)
+		for _, c := range rec.Changes {
+			switch c.Op {
+			case ChangePut:
+				v := make([]byte, 8+len(c.Value))
+				binary.BigEndian.PutUint64(v, c.Version)
+				copy(v[8:], c.Value)
+				if err := kv.Put(c.Key, v); err != nil {
+					return err
+				}
+			case ChangeDelete:
+				if err := kv.Delete(c.Key); err != nil {
+					return err
+				}
+			}
+		}
+		if len(rec.Changes) > 0 {
+			if err := s.logChanges(tx, &rec, time.Now()); err != nil {
+				return err
+			}
+		}
+		return putU64(tx.Bucket(bucketMeta), keyApplied, rec.Index)
+	})
+	if err != nil {
+		return fmt.Errorf("store: apply record %d: %w", rec.Index, err)
+	}
+	s.applied.Store(rec.Index)
+	s.notifyApplied(rec.Index)
+	return nil
+}
+
+// LoadSnapshot replaces the whole contents with the keys next yields, as of
+// index, in one transaction. The change log restarts after index: a feed of
+// this store cannot serve changes at or before it.
+func (s *Store) LoadSnapshot(index uint64, next func() (KV, bool, error)) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return ErrClosed
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketKV, bucketChanges} {
+			if err := tx.DeleteBucket(b); err != nil {
+				return err
+			}
+			if _, err := tx.CreateBucket(b); err != nil {
+				return err
+			}
+		}
+		kv := tx.Bucket(bucketKV)
+		for {
+			e, ok, err := next()
+			if err != nil {
+				return err
+			}
+			if !ok {
+				break
+			}
+			v := make([]byte, 8+len(e.Value))
+			binary.BigEndian.PutUint64(v, e.Version)
+			copy(v[8:], e.Value)
+			if err := kv.Put(e.Key, v); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if err := putU64(meta, keyChangeN, 0); err != nil {
+			return err
+		}
+		if err := putU64(meta, keyTruncated, index); err != nil {
+			return err
+		}
+		return putU64(meta, keyApplied, index)
+	})
+	if err != nil {
+		return fmt.Errorf("store: load snapshot at %d: %w", index, err)
+	}
+	s.applied.Store(index)
+	s.notifyApplied(index)
+	return nil
+}
+
+// AdvanceApplied raises the applied index of a copy to index without any
+// change: its source reported (in a heartbeat) that no change up to index
+// is missing. Lower values are ignored.
+func (s *Store) AdvanceApplied(index uint64) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return ErrClosed
+	}
+	if index <= s.applied.Load() {
+		return nil
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return putU64(tx.Bucket(bucketMeta), keyApplied, index)
+	}); err != nil {
+		return err
+	}
+	s.applied.Store(index)
+	s.notifyApplied(index)
+	return nil
+}

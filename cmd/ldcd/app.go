@@ -61,6 +61,8 @@ func startCommand() *cli.Command {
 			&cli.DurationFlag{Name: "election-timeout", Value: d.Raft.ElectionTimeout, EnvVars: env("ELECTION_TIMEOUT"), Usage: "Raft election timeout of every group"},
 			&cli.Uint64Flag{Name: "snapshot-threshold", Value: d.Raft.SnapshotThreshold, EnvVars: env("SNAPSHOT_THRESHOLD"), Usage: "log entries between snapshots of a group"},
 			&cli.Uint64Flag{Name: "trailing-logs", Value: d.Raft.TrailingLogs, EnvVars: env("TRAILING_LOGS"), Usage: "log entries kept after a snapshot"},
+			&cli.StringFlag{Name: "cdc-source", EnvVars: env("CDC_SOURCE"), Usage: "on a CZone node: HTTP address to follow the global group from (default: chosen by city)"},
+			&cli.IntFlag{Name: "change-log-count", Value: 100000, EnvVars: env("CHANGE_LOG_COUNT"), Usage: "change-log entries each group keeps for its feed"},
 			&cli.BoolFlag{Name: "pprof", EnvVars: env("PPROF"), Usage: "serve runtime profiles under /debug/pprof/ on the HTTP port"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("LOG_LEVEL"), Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("LOG_FORMAT"), Usage: "text or json"},
@@ -84,6 +86,8 @@ func startCommand() *cli.Command {
 			}
 			cfg.MaxValueSize = c.Int("max-value-size")
 			cfg.Pprof = c.Bool("pprof")
+			cfg.CDCSource = c.String("cdc-source")
+			cfg.ChangeLogCount = c.Int("change-log-count")
 			cfg.RequestTimeout = c.Duration("request-timeout")
 			cfg.DeadNodeTimeout = c.Duration("dead-node-timeout")
 			cfg.Raft.HeartbeatTimeout = c.Duration("heartbeat-timeout")
@@ -427,6 +431,15 @@ func printStatus(w io.Writer, info *client.ClusterInfo) {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\n", g.ID, shards, dashStr(g.OwnerZone), dashStr(g.ServingZone),
 			leader, pinned, g.Epoch, g.Term, withZones(g.Voters), withZones(g.Nonvoters), g.AppliedIndex)
+	}
+	tw.Flush()
+	if len(info.CDC) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "CZONE COPY\tZONE\tGROUP\tSOURCE\tCONNECTED\tAPPLIED\tLAG (ENTRIES)\tLAG (MS)")
+		for _, c := range info.CDC {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%d\t%d\t%d\n", c.Node, c.Zone, c.Group, dashStr(c.Source), c.Connected, c.AppliedIndex, c.LagIndex, c.LagMs)
+		}
 	}
 	tw.Flush()
 }
