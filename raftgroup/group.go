@@ -143,6 +143,13 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 			g.peerMu.Lock()
 			delete(g.failing, string(d.PeerID))
 			g.peerMu.Unlock()
+		case raft.PeerObservation:
+			// Replication to the peer started or stopped: a peer removed
+			// while failing and added again starts with a clean slate (no
+			// "resumed" observation would ever clear it).
+			g.peerMu.Lock()
+			delete(g.failing, string(d.Peer.ID))
+			g.peerMu.Unlock()
 		case raft.LeaderObservation:
 			g.peerMu.Lock()
 			clear(g.failing)

@@ -373,3 +373,33 @@ func TestBadGroupID(t *testing.T) {
 		}
 	}
 }
+
+func TestPeerReachableAfterRemoveAndReAdd(t *testing.T) {
+	nodes := threeNodes(t, nil)
+	bootstrap(t, nodes, "g-00-09")
+	l := waitLeader(t, nodes, "g-00-09")
+	var victim int
+	for i, n := range nodes {
+		if g, _ := n.h.Group("g-00-09"); g != l {
+			victim = i
+		}
+	}
+	v := nodes[victim]
+	v.h.Close()
+	waitFor(t, "the leader to see the peer's heartbeats fail", 10*time.Second, func() bool { return !l.PeerReachable(v.name) })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.RemoveServer(ctx, v.name); err != nil {
+		t.Fatal(err)
+	}
+	// The node comes back empty and is added again.
+	os.RemoveAll(filepath.Join(v.dir, "groups"))
+	nodes[victim] = startNode(t, v.name, v.dir, v.addr, nil)
+	if _, err := nodes[victim].h.Create("g-00-09", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.AddNonvoter(ctx, v.name, nodes[victim].addr); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the re-added peer to be reachable", 10*time.Second, func() bool { return l.PeerReachable(v.name) })
+}
