@@ -41,6 +41,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/v1/placement/{op}", s.handlePlacementOp)
 	mux.HandleFunc("/v1/internal/status", s.handleStatus)
 	mux.HandleFunc("/v1/internal/placement", s.handlePlacement)
+	mux.HandleFunc("/v1/internal/placement/at", s.handlePlacementAt)
 	mux.HandleFunc("POST /v1/internal/split/fence", s.handleSplitFence)
 	mux.HandleFunc("POST /v1/internal/split/purge", s.handleSplitPurge)
 	mux.HandleFunc("POST /v1/internal/split/ingest", s.handleSplitIngest)

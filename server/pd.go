@@ -219,8 +219,12 @@ func (s *Server) followPlacement() {
 			}
 			continue
 		}
-		if s.pollPlacement(false) {
+		if s.followPlacementFeed(s.feedPeers()) {
 			backoff = 200 * time.Millisecond
+			select { // the feed ended: reconnect shortly
+			case <-s.ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
 			continue
 		}
 		select {

@@ -654,3 +654,22 @@ func (s *Store) Restore(rc io.ReadCloser) error {
 	s.notifyApplied(s.applied.Load())
 	return nil
 }
+
+// GetAt returns key like Get, together with the applied index the read is
+// consistent with (both from one transaction).
+func (s *Store) GetAt(key []byte) (KV, bool, uint64, error) {
+	var kv KV
+	var found bool
+	var applied uint64
+	err := s.view(func(tx *bolt.Tx) error {
+		applied = u64(tx.Bucket(bucketMeta).Get(keyApplied))
+		v := tx.Bucket(bucketKV).Get(key)
+		if v == nil {
+			return nil
+		}
+		found = true
+		kv = KV{Key: bytes.Clone(key), Value: bytes.Clone(v[8:]), Version: binary.BigEndian.Uint64(v[:8])}
+		return nil
+	})
+	return kv, found, applied, err
+}
