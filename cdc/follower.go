@@ -206,49 +206,100 @@ func (f *Follower) stream(ctx context.Context, src string) error {
 			}
 		}
 	}()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	for sc.Scan() {
+	// A reader goroutine decodes lines; this loop applies whatever has
+	// arrived in one transaction (a catch-up applies hundreds at a time).
+	events := make(chan client.ChangeEvent, applyBatch)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(events)
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 64<<20)
+		for sc.Scan() {
+			var ev client.ChangeEvent
+			if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+				readErr <- err
+				return
+			}
+			select {
+			case events <- ev:
+			case <-sctx.Done():
+				return
+			}
+		}
+		if err := sc.Err(); err != nil {
+			readErr <- err
+			return
+		}
+		readErr <- fmt.Errorf("cdc: %s ended the feed", src)
+	}()
+	for ev := range events {
 		select {
 		case alive <- struct{}{}:
 		default:
 		}
-		var ev client.ChangeEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			return err
+		batch := []client.ChangeEvent{ev}
+	fill:
+		for len(batch) < applyBatch {
+			select {
+			case e, ok := <-events:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, e)
+			default:
+				break fill
+			}
 		}
-		if ev.Heartbeat {
-			// Every change up to ev.Index has been sent: the copy is at
-			// ev.Index even if the last entries changed no data.
-			if err := f.cfg.Store.AdvanceApplied(ev.Index); err != nil {
+		var recs []store.ChangeRecord
+		var heartbeat *client.ChangeEvent
+		for i := range batch {
+			if batch[i].Heartbeat {
+				heartbeat = &batch[i]
+				continue
+			}
+			rec, err := RecordOf(batch[i])
+			if err != nil {
+				return err
+			}
+			recs = append(recs, rec)
+		}
+		if len(recs) > 0 {
+			if err := f.cfg.Store.ApplyRecords(recs); err != nil {
+				return err
+			}
+			now := time.Now()
+			lag := now.Sub(recs[len(recs)-1].Time)
+			f.setStatus(func(s *FollowerStatus) { s.LagMs = max(lag.Milliseconds(), 0) })
+			if f.cfg.OnApply != nil {
+				for _, r := range recs {
+					f.cfg.OnApply(now.Sub(r.Time))
+				}
+			}
+		}
+		if heartbeat != nil {
+			// Every change up to its index has been sent: the copy is at
+			// that index even if the last entries changed no data.
+			if err := f.cfg.Store.AdvanceApplied(heartbeat.Index); err != nil {
 				return err
 			}
 			f.setStatus(func(s *FollowerStatus) {
-				s.SourceIndex = ev.Index
-				if f.cfg.Store.AppliedIndex() >= ev.Index {
+				s.SourceIndex = heartbeat.Index
+				if f.cfg.Store.AppliedIndex() >= heartbeat.Index {
 					s.LagMs = 0
 				}
 			})
-			continue
-		}
-		rec, err := RecordOf(ev)
-		if err != nil {
-			return err
-		}
-		if err := f.cfg.Store.ApplyRecord(rec); err != nil {
-			return err
-		}
-		lag := time.Since(ev.Time)
-		f.setStatus(func(s *FollowerStatus) { s.LagMs = max(lag.Milliseconds(), 0) })
-		if f.cfg.OnApply != nil {
-			f.cfg.OnApply(lag)
 		}
 	}
-	if err := sc.Err(); err != nil {
+	select {
+	case err := <-readErr:
 		return err
+	default:
+		return sctx.Err()
 	}
-	return fmt.Errorf("cdc: %s ended the feed", src)
 }
+
+// applyBatch bounds the records a follower applies in one transaction.
+const applyBatch = 512
 
 // snapshot replaces the copy with the source's snapshot.
 func (f *Follower) snapshot(ctx context.Context, src string) error {

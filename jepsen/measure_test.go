@@ -3,9 +3,11 @@ package jepsen
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -186,4 +188,113 @@ func TestMeasureSplit100k(t *testing.T) {
 			t.Fatalf("uid %d after split: %d keys, %v", uid, len(lr.KVs), err)
 		}
 	}
+}
+
+func TestMeasureCDC(t *testing.T) {
+	needMeasure(t)
+	c := startLDC(t, "--log-level", "info", "--change-log-count", "250000")
+	byName := map[string]*Node{}
+	for _, n := range c.Nodes {
+		byName[n.Name] = n
+	}
+	cz1 := byName["cz1"]
+	cl := newClient(t, byName["gz1"], byName["rz1a"], byName["rz2a"])
+	waitPinned(t, cl, nil, 90*time.Second)
+	ctx := context.Background()
+	waitFor(t, "cz1 following", 30*time.Second, func() (bool, string) {
+		s, ok := cdcOf(ctx, cl, "cz1")
+		return ok && s.Connected, fmt.Sprint(s)
+	})
+
+	// Sustained global writes; a prober measures write-ack to visible at
+	// the CZone node (a min_index read, which waits for the copy).
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				cl.GlobalPut(ctx, fmt.Sprintf("load-%d-%d", w, i%100), []byte("x"))
+			}
+		}()
+	}
+	var lags []time.Duration
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		v, err := cl.GlobalPut(ctx, "probe", []byte("p"))
+		if err != nil {
+			continue
+		}
+		acked := time.Now()
+		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://%s/v1/global/probe?min_index=%d", cz1.HTTP, v), nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			continue
+		}
+		resp.Body.Close()
+		if resp.Header.Get(client.HeaderAppliedIndex) != "" {
+			lags = append(lags, time.Since(acked))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	sort.Slice(lags, func(i, j int) bool { return lags[i] < lags[j] })
+	q := func(p float64) time.Duration { return lags[int(p*float64(len(lags)-1))] }
+	t.Logf("FIGURES CZone replication lag under 8 global writers (write ack to visible at the CZone node, %d probes): p50 %v, p99 %v, max %v",
+		len(lags), q(0.5).Round(10*time.Microsecond), q(0.99).Round(10*time.Microsecond), lags[len(lags)-1].Round(10*time.Microsecond))
+
+	// Catch-up: 100k changes while the CZone node is down.
+	c.Kill(cz1)
+	load := time.Now()
+	var n atomic.Int64
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n.Add(1) <= 100_000 {
+				for {
+					if _, err := cl.GlobalPut(ctx, fmt.Sprintf("bulk-%d", n.Load()%5000), []byte("value-of-thirty-two-bytes-......")); err == nil {
+						break
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	target := uint64(0)
+	info, _ := cl.Cluster(ctx)
+	for _, g := range info.Groups {
+		if g.ID == "global" {
+			target = g.AppliedIndex
+		}
+	}
+	t.Logf("wrote 100k global changes in %v while cz1 was down (global index %d)", time.Since(load).Round(time.Millisecond), target)
+	restart := time.Now()
+	if err := c.Start(cz1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "cz1 to catch up", 5*time.Minute, func() (bool, string) {
+		var h struct {
+			Groups []Digest `json:"groups"`
+		}
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		if err := GetJSON(cctx, cz1, "/v1/internal/digest", &h); err != nil {
+			return false, err.Error()
+		}
+		for _, g := range h.Groups {
+			if g.ID == "global" && g.AppliedIndex >= target {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(h.Groups)
+	})
+	t.Logf("FIGURES CZone catch-up of 100k changes after a restart: %v (process start to applied index %d)", time.Since(restart).Round(time.Millisecond), target)
 }

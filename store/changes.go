@@ -200,50 +200,65 @@ func (s *Store) SnapshotKV(prefix []byte, start func(applied uint64) error, fn f
 	})
 }
 
-// ApplyRecord applies a change record read from another store's feed (a
-// CZone copy of the global group): its puts and deletes, with their
-// versions, and its index as the applied index, in one transaction.
+// ApplyRecord applies one change record; see ApplyRecords.
+func (s *Store) ApplyRecord(rec ChangeRecord) error { return s.ApplyRecords([]ChangeRecord{rec}) }
+
+// ApplyRecords applies change records read from another store's feed (a
+// CZone copy of the global group): their puts and deletes, with their
+// versions, and the last index as the applied index, in one transaction.
 // Records at or below the applied index are skipped, so a resumed feed may
-// repeat some. The record enters this store's own change log too, so the
+// repeat some. The records enter this store's own change log too, so the
 // copy can feed another copy (cascading).
-func (s *Store) ApplyRecord(rec ChangeRecord) error {
+func (s *Store) ApplyRecords(recs []ChangeRecord) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.db == nil {
 		return ErrClosed
 	}
-	if rec.Index <= s.applied.Load() {
-		return nil
-	}
+	applied := s.applied.Load()
+	last := applied
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		kv := tx.Bucket(bucketKV)
-		for _, c := range rec.Changes {
-			switch c.Op {
-			case ChangePut:
-				v := make([]byte, 8+len(c.Value))
-				binary.BigEndian.PutUint64(v, c.Version)
-				copy(v[8:], c.Value)
-				if err := kv.Put(c.Key, v); err != nil {
-					return err
+		now := time.Now()
+		for i := range recs {
+			rec := &recs[i]
+			if rec.Index <= last {
+				continue
+			}
+			for _, c := range rec.Changes {
+				switch c.Op {
+				case ChangePut:
+					v := make([]byte, 8+len(c.Value))
+					binary.BigEndian.PutUint64(v, c.Version)
+					copy(v[8:], c.Value)
+					if err := kv.Put(c.Key, v); err != nil {
+						return err
+					}
+				case ChangeDelete:
+					if err := kv.Delete(c.Key); err != nil {
+						return err
+					}
 				}
-			case ChangeDelete:
-				if err := kv.Delete(c.Key); err != nil {
+			}
+			if len(rec.Changes) > 0 {
+				if err := s.logChanges(tx, rec, now); err != nil {
 					return err
 				}
 			}
+			last = rec.Index
 		}
-		if len(rec.Changes) > 0 {
-			if err := s.logChanges(tx, &rec, time.Now()); err != nil {
-				return err
-			}
+		if last == applied {
+			return nil
 		}
-		return putU64(tx.Bucket(bucketMeta), keyApplied, rec.Index)
+		return putU64(tx.Bucket(bucketMeta), keyApplied, last)
 	})
 	if err != nil {
-		return fmt.Errorf("store: apply record %d: %w", rec.Index, err)
+		return fmt.Errorf("store: apply records up to %d: %w", last, err)
 	}
-	s.applied.Store(rec.Index)
-	s.notifyApplied(rec.Index)
+	if last != applied {
+		s.applied.Store(last)
+		s.notifyApplied(last)
+	}
 	return nil
 }
 
