@@ -25,11 +25,11 @@ jepsen-deps:
 
 ## jepsen-quick: each workload for about 30s under mixed faults (part of make test)
 jepsen-quick: jepsen-deps
-	LDCD_JEPSEN=quick TIME=$(TIME) SEED=$(SEED) $(GO) test -count=1 -timeout 30m -run 'TestJepsen$$' -v ./jepsen 2>&1 | grep -E '^(JEPSEN|---|ok|FAIL|PASS)|jepsen_test.go:[0-9]+: (jepsen|seed|partition faults)|Error|panic'; exit $${PIPESTATUS[0]}
+	LDCD_JEPSEN=quick TIME=$(TIME) SEED=$(SEED) $(GO) test -count=1 -timeout 30m -run 'TestJepsen$$' -v ./jepsen 2>&1 | grep --line-buffered -E '^(JEPSEN|---|ok|FAIL|PASS)|jepsen_test.go:[0-9]+: (jepsen|seed|partition faults)|Error|panic'; exit $${PIPESTATUS[0]}
 
 ## jepsen: the full matrix, every workload under every nemesis (TIME per cell, default 60s; SEED)
 jepsen: jepsen-deps
-	LDCD_JEPSEN=full TIME=$(TIME) SEED=$(SEED) $(GO) test -count=1 -timeout 6h -run 'TestJepsen$$' -v ./jepsen 2>&1 | grep -E '^(JEPSEN|---|ok|FAIL|PASS)|jepsen_test.go:[0-9]+: (jepsen|seed|partition faults)|Error|panic'; exit $${PIPESTATUS[0]}
+	LDCD_JEPSEN=full TIME=$(TIME) SEED=$(SEED) $(GO) test -count=1 -timeout 6h -run 'TestJepsen$$' -v ./jepsen 2>&1 | grep --line-buffered -E '^(JEPSEN|---|ok|FAIL|PASS)|jepsen_test.go:[0-9]+: (jepsen|seed|partition faults)|Error|panic'; exit $${PIPESTATUS[0]}
 
 ## verify: formatting, vet, and a tidy go.mod
 verify:
@@ -46,7 +46,7 @@ fuzz:
 
 ## measure: placement figures over 10 runs (failover, failback, move pause, split of 100k keys)
 measure:
-	LDCD_MEASURE=1 $(GO) test -count=1 -timeout 60m -run 'TestMeasure' -v ./jepsen 2>&1 | grep -E 'FIGURES|run [0-9]|loaded|^(ok|FAIL|---)'
+	LDCD_MEASURE=1 $(GO) test -count=1 -timeout 60m -run 'TestMeasure' -v ./jepsen 2>&1 | grep --line-buffered -E 'FIGURES|run [0-9]|loaded|^(ok|FAIL|---)'
 
 ## bench: put throughput and latency of a 3-node cluster with 64 clients
 bench:
