@@ -8,32 +8,40 @@ import (
 	"github.com/ldcd/ldcd/placement"
 )
 
-// handleCluster answers GET /v1/cluster from the placement driver's latest
-// observation, on the global group's leader; other nodes forward there.
-func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
+// clusterView answers for the global group's leader, which holds the
+// placement driver's latest observation: it forwards the request there from
+// any other node, and returns the view when this node has it.
+func (s *Server) clusterView(w http.ResponseWriter, r *http.Request) (client.ClusterInfo, *placement.Placement, bool) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET")
 		writeError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed here; use GET")
-		return
+		return client.ClusterInfo{}, nil, false
 	}
 	if !s.pd.Leading() {
 		ctx, cancel, err := s.requestContext(r)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, err.Error())
-			return
+			return client.ClusterInfo{}, nil, false
 		}
 		defer cancel()
 		s.forward(ctx, w, r, nil, placement.GlobalGroup, false)
-		return
+		return client.ClusterInfo{}, nil, false
 	}
 	obs := s.pd.lastObservation()
 	p, _ := s.currentPlacement()
 	if obs == nil || p == nil {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "the cluster view is not ready yet")
-		return
+		return client.ClusterInfo{}, nil, false
 	}
-	writeJSON(w, http.StatusOK, clusterInfo(s.cfg.Name, obs, p))
+	return clusterInfo(s.cfg.Name, obs, p), p, true
+}
+
+// handleCluster answers GET /v1/cluster.
+func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
+	if info, _, ok := s.clusterView(w, r); ok {
+		writeJSON(w, http.StatusOK, info)
+	}
 }
 
 func clusterInfo(self string, obs *observation, p *placement.Placement) client.ClusterInfo {
@@ -96,32 +104,12 @@ func clusterInfo(self string, obs *observation, p *placement.Placement) client.C
 	return info
 }
 
-// handleRouting answers GET /v1/routing: the routing table with its epoch,
-// from the global leader's view.
+// handleRouting answers GET /v1/routing: the routing table with its epoch.
 func (s *Server) handleRouting(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", "GET")
-		writeError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed here; use GET")
+	info, p, ok := s.clusterView(w, r)
+	if !ok {
 		return
 	}
-	if !s.pd.Leading() {
-		ctx, cancel, err := s.requestContext(r)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		defer cancel()
-		s.forward(ctx, w, r, nil, placement.GlobalGroup, false)
-		return
-	}
-	obs := s.pd.lastObservation()
-	p, _ := s.currentPlacement()
-	if obs == nil || p == nil {
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "the routing table is not ready yet")
-		return
-	}
-	info := clusterInfo(s.cfg.Name, obs, p)
 	rt := client.Routing{Epoch: p.Epoch, Ranges: []client.RouteInfo{}}
 	for _, g := range info.Groups {
 		if g.Shards == "" {
