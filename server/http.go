@@ -260,7 +260,8 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request, ks keyspace)
 	switch r.Method {
 	case http.MethodGet:
 		s.read(w, r, ks, func(w http.ResponseWriter, st *store.Store) {
-			kv, found, err := st.Get(sk)
+			kv, found, applied, err := st.GetAt(sk)
+			reportApplied(w, applied)
 			if err != nil {
 				writeError(w, http.StatusServiceUnavailable, err.Error())
 				return
@@ -311,6 +312,16 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request, ks keyspace)
 	}
 }
 
+// reportApplied sets the applied-index header of a local (stale or CZone)
+// read to the index the data was read at: the caller announced such a read
+// by setting the header; the read itself must report the index of the same
+// transaction, not one read before it.
+func reportApplied(w http.ResponseWriter, applied uint64) {
+	if w.Header().Get(client.HeaderAppliedIndex) != "" {
+		w.Header().Set(client.HeaderAppliedIndex, strconv.FormatUint(applied, 10))
+	}
+}
+
 func casFailed(w http.ResponseWriter, want, have uint64) {
 	writeJSON(w, http.StatusPreconditionFailed, client.ErrorBody{
 		Error:   fmt.Sprintf("compare failed: the key's version is %d, not %d", have, want),
@@ -342,7 +353,8 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, ks keyspace) {
 		after = ks.key([]byte(a))
 	}
 	s.read(w, r, ks, func(w http.ResponseWriter, st *store.Store) {
-		kvs, more, err := st.Range(prefix, after, limit)
+		kvs, more, applied, err := st.RangeAt(prefix, after, limit)
+		reportApplied(w, applied)
 		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, err.Error())
 			return

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -217,4 +218,50 @@ func TestStartFailureCleansUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
+}
+
+// A stale read reports the applied index its data was read at: a key's
+// version can never exceed it (it did, when the index was read first).
+func TestStaleReadReportsItsIndex(t *testing.T) {
+	s := startNode(t)
+	srv := httptest.NewServer(s.routes())
+	defer srv.Close()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			req, _ := http.NewRequest(http.MethodPut, srv.URL+"/v1/kv/7/k", strings.NewReader(fmt.Sprint(i)))
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	checked := 0
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(srv.URL + "/v1/kv/7/k?consistency=stale")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			continue
+		}
+		ver, _ := strconv.ParseUint(resp.Header.Get(client.HeaderVersion), 10, 64)
+		idx, _ := strconv.ParseUint(resp.Header.Get(client.HeaderAppliedIndex), 10, 64)
+		if ver > idx {
+			t.Fatalf("stale read of version %d reported applied index %d", ver, idx)
+		}
+		checked++
+	}
+	if checked < 100 {
+		t.Fatalf("only %d reads checked", checked)
+	}
 }

@@ -489,9 +489,18 @@ func (s *Store) Get(key []byte) (KV, bool, error) {
 // Range returns up to limit keys starting with prefix, in key order, starting
 // after the key after (if not nil), and whether more keys follow.
 func (s *Store) Range(prefix, after []byte, limit int) ([]KV, bool, error) {
+	kvs, more, _, err := s.RangeAt(prefix, after, limit)
+	return kvs, more, err
+}
+
+// RangeAt is Range, also returning the applied index the read is
+// consistent with (one transaction).
+func (s *Store) RangeAt(prefix, after []byte, limit int) ([]KV, bool, uint64, error) {
 	var out []KV
 	more := false
+	var applied uint64
 	err := s.view(func(tx *bolt.Tx) error {
+		applied = u64(tx.Bucket(bucketMeta).Get(keyApplied))
 		c := tx.Bucket(bucketKV).Cursor()
 		k, v := c.Seek(prefix)
 		if after != nil && bytes.Compare(after, prefix) >= 0 {
@@ -509,7 +518,7 @@ func (s *Store) Range(prefix, after []byte, limit int) ([]KV, bool, error) {
 		}
 		return nil
 	})
-	return out, more, err
+	return out, more, applied, err
 }
 
 // ScanShards returns up to limit user keys of the given shards, in key
