@@ -287,3 +287,62 @@ func head(s []string) string {
 	}
 	return strings.Join(s, ", ")
 }
+
+// CheckCDC checks reads served by a CZone copy against the writes made at
+// the global group: reads by a process never go back in applied index, and
+// each read at applied index I shows exactly what the global group's
+// history up to I holds for that key: the acknowledged write with the
+// highest version <= I (or a write whose outcome was unknown), never a
+// value no write made, never an older one.
+func CheckCDC(ops []Op) Verdict {
+	if v := CheckMonotonic(ops); !v.Valid {
+		return v
+	}
+	acked := map[string]map[uint64]string{} // key → version → value
+	maybe := map[string]map[string]bool{}   // key → values of unknown writes
+	for _, op := range ops {
+		if op.F != "write" {
+			continue
+		}
+		switch op.Status {
+		case StatusOK:
+			if acked[op.Key] == nil {
+				acked[op.Key] = map[uint64]string{}
+			}
+			acked[op.Key][op.Version] = op.Value
+		case StatusInfo:
+			if maybe[op.Key] == nil {
+				maybe[op.Key] = map[string]bool{}
+			}
+			maybe[op.Key][op.Value] = true
+		}
+	}
+	for _, op := range ops {
+		if op.F != "read" || op.Status != StatusOK || op.Node == "" {
+			continue
+		}
+		// The newest acknowledged write to the key at or below the index.
+		var want uint64
+		for v := range acked[op.Key] {
+			if v <= op.Index && v > want {
+				want = v
+			}
+		}
+		switch {
+		case !op.Found && want > 0:
+			return Verdict{Reason: fmt.Sprintf("process %d read %s at %s index %d as missing, but write %d <= %d was acknowledged", op.Process, op.Key, op.Node, op.Index, want, op.Index)}
+		case !op.Found:
+		case op.Version > op.Index:
+			return Verdict{Reason: fmt.Sprintf("process %d read %s version %d at %s index %d: a version above the index", op.Process, op.Key, op.Version, op.Node, op.Index)}
+		case op.Version < want:
+			return Verdict{Reason: fmt.Sprintf("process %d read %s version %d at %s index %d, but write %d <= %d was acknowledged: not a prefix of the history", op.Process, op.Key, op.Version, op.Node, op.Index, want, op.Index)}
+		default:
+			if v, ok := acked[op.Key][op.Version]; ok && v != op.Value {
+				return Verdict{Reason: fmt.Sprintf("process %d read %s = %q at version %d, but that write was %q", op.Process, op.Key, op.Value, op.Version, v)}
+			} else if !ok && !maybe[op.Key][op.Value] {
+				return Verdict{Reason: fmt.Sprintf("process %d read %s = %q at version %d, a value no write made", op.Process, op.Key, op.Value, op.Version)}
+			}
+		}
+	}
+	return Verdict{Valid: true}
+}

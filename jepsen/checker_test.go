@@ -124,3 +124,31 @@ func TestHistoryJSONL(t *testing.T) {
 		t.Fatalf("round trip: %+v %v", got, err)
 	}
 }
+
+func TestCheckCDC(t *testing.T) {
+	w := func(key, val string, ver uint64, st string) Op {
+		return Op{Process: 9, F: "write", Key: key, Value: val, Version: ver, Status: st}
+	}
+	r := func(p int, key, val string, ver, idx uint64, found bool) Op {
+		return Op{Process: p, F: "read", Node: "cz1", Key: key, Value: val, Version: ver, Index: idx, Found: found, Status: StatusOK}
+	}
+	writes := []Op{w("k", "a", 5, StatusOK), w("k", "b", 9, StatusOK), w("k", "c", 0, StatusInfo)}
+	good := append(append([]Op{}, writes...), r(0, "k", "", 0, 3, false), r(0, "k", "a", 5, 7, true), r(0, "k", "b", 9, 12, true), r(1, "k", "c", 15, 20, true))
+	if v := CheckCDC(good); !v.Valid {
+		t.Fatalf("a valid CZone history: %v", v)
+	}
+	for name, bad := range map[string]Op{
+		"stale: misses write 9 at index 10": r(2, "k", "a", 5, 10, true),
+		"missing after write 5":             r(2, "k", "", 0, 6, false),
+		"value never written":               r(2, "k", "zz", 11, 12, true),
+		"version above the index":           r(2, "k", "b", 9, 8, true),
+	} {
+		if v := CheckCDC(append(append([]Op{}, writes...), bad)); v.Valid {
+			t.Errorf("%s passed", name)
+		}
+	}
+	back := append(append([]Op{}, good...), r(0, "k", "a", 5, 6, true))
+	if v := CheckCDC(back); v.Valid || !strings.Contains(v.Reason, "backwards") {
+		t.Fatalf("a CZone read going backwards: %v", v)
+	}
+}

@@ -55,6 +55,7 @@ func TestCZoneCopies(t *testing.T) {
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	var writes, freshOK atomic.Int64
+	var paused atomic.Bool // writers idle while copies are compared
 	for w := 0; w < 4; w++ {
 		wg.Add(1)
 		go func() {
@@ -64,6 +65,10 @@ func TestCZoneCopies(t *testing.T) {
 				case <-stop:
 					return
 				default:
+				}
+				if paused.Load() {
+					time.Sleep(20 * time.Millisecond)
+					continue
 				}
 				key := fmt.Sprintf("k%d", i%50)
 				wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
@@ -117,25 +122,24 @@ func TestCZoneCopies(t *testing.T) {
 		}()
 	}
 
-	converge := func(what string) {
+	// converge pauses the writers and requires every copy of the global
+	// group (three voters, cz1, cz2) to hold exactly the same data.
+	converge := func(what string, copies int) {
 		t.Helper()
+		paused.Store(true)
+		defer paused.Store(false)
+		time.Sleep(2500 * time.Millisecond) // writes in flight land, heartbeats advance the copies
 		cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)
 		defer ccancel()
 		counts, err := c.CompareReplicas(cctx)
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-		if counts["global"] < 5 { // 3 voters + cz1 + cz2
-			t.Fatalf("%s: compared %d copies of the global group, want 5", what, counts["global"])
+		if counts["global"] != copies {
+			t.Fatalf("%s: compared %d copies of the global group, want %d", what, counts["global"], copies)
 		}
 		t.Logf("%s: all %d copies of the global group identical (%d writes so far)", what, counts["global"], writes.Load())
 	}
-	pause := func() {
-		// Quiesce writers briefly so that copies can be compared at one index.
-		time.Sleep(2 * time.Second)
-	}
-	_ = pause
-
 	// Steady load: the copies keep up.
 	time.Sleep(3 * time.Second)
 	waitFor(t, "cz1 and cz2 to follow", 30*time.Second, func() (bool, string) {
@@ -143,6 +147,7 @@ func TestCZoneCopies(t *testing.T) {
 		b, ok2 := cdcOf(ctx, writers, "cz2")
 		return ok1 && ok2 && a.Connected && b.Connected && a.AppliedIndex > 0, fmt.Sprintf("%+v %+v", a, b)
 	})
+	converge("steady load", 5) // 3 voters, cz1, cz2
 
 	// kill -9 of the follower under load, then restart.
 	c.Kill(cz1)
@@ -150,6 +155,8 @@ func TestCZoneCopies(t *testing.T) {
 	if err := c.Start(cz1); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(time.Second)
+	converge("kill -9 of the follower under load, then restart", 5)
 	// Kill cz1's source: it moves to another.
 	var src client.CDCInfo
 	waitFor(t, "cz1 to reconnect", 30*time.Second, func() (bool, string) {
@@ -171,6 +178,8 @@ func TestCZoneCopies(t *testing.T) {
 		s, ok := cdcOf(ctx, writers, "cz1")
 		return ok && s.Connected && s.Source != victim.HTTP, fmt.Sprintf("%+v", s)
 	})
+	time.Sleep(time.Second)
+	converge("kill -9 of the follower's source", 4) // the source is down
 	if err := c.Start(victim); err != nil {
 		t.Fatal(err)
 	}
@@ -190,10 +199,9 @@ func TestCZoneCopies(t *testing.T) {
 		s, ok := cdcOf(ctx, writers, "cz1")
 		return ok && s.Snapshots > 0 && s.Connected, fmt.Sprintf("%+v", s)
 	})
-	time.Sleep(2 * time.Second)
+	converge("a gap longer than the source keeps (snapshot catch-up), and the cascade cz1 → cz2", 5)
 	close(stop)
 	wg.Wait()
-	converge("after the follower restart, the source kill, the snapshot catch-up and the cascade")
 
 	if v := CheckMonotonic(rec.Ops()); !v.Valid {
 		t.Fatalf("reads at cz1: %s", v)

@@ -29,9 +29,10 @@ type Op struct {
 	Error   string `json:"error,omitempty"`
 
 	// register
-	Value string `json:"value,omitempty"` // written, or read
-	Old   string `json:"old,omitempty"`   // cas: expected value
-	Found bool   `json:"found,omitempty"` // read: the key existed
+	Value   string `json:"value,omitempty"`   // written, or read
+	Old     string `json:"old,omitempty"`     // cas: expected value
+	Found   bool   `json:"found,omitempty"`   // read: the key existed
+	Version uint64 `json:"version,omitempty"` // write: the version made; read: the version seen
 
 	// bank
 	From     int   `json:"from,omitempty"`

@@ -56,6 +56,7 @@ const runTopology = `zones:
   - {name: rz0, city: hz, kind: rzone}
   - {name: rz1, city: hz, kind: rzone}
   - {name: rz2, city: sh, kind: rzone}
+  - {name: cz-sh, city: sh, kind: czone}
 ranges:
   - {shards: 00-24, owner: rz0, failover: [rz1, rz2]}
   - {shards: 25-49, owner: rz0, failover: [rz2, rz1]}
@@ -64,8 +65,9 @@ ranges:
 replicas: 3
 `
 
-// Run runs one workload under one nemesis against a fresh five-node LDC
-// (two cities, a GZone and three RZones) and checks what the clients saw.
+// Run runs one workload under one nemesis against a fresh LDC of six nodes
+// (two cities, a GZone, three RZones and a CZone) and checks what the
+// clients saw.
 // Everything it creates is removed at the end but the run's directory.
 func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 	if cfg.Clients == 0 {
@@ -111,7 +113,7 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 		return nil, err
 	}
 	for i, spec := range []struct{ name, zone, city string }{
-		{"gz1", "gz", "hz"}, {"rz0a", "rz0", "hz"}, {"rz0b", "rz0", "hz"}, {"rz1a", "rz1", "hz"}, {"rz2a", "rz2", "sh"},
+		{"gz1", "gz", "hz"}, {"rz0a", "rz0", "hz"}, {"rz0b", "rz0", "hz"}, {"rz1a", "rz1", "hz"}, {"rz2a", "rz2", "sh"}, {"cz1", "cz-sh", "sh"},
 	} {
 		n, err := c.NewNodeAt(spec.name, spec.zone, spec.city, fmt.Sprintf("127.0.0.%d", 21+i))
 		if err != nil {
@@ -149,6 +151,9 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 	defer cl.Close()
 	if err := waitHealthy(ctx, cl, 90*time.Second); err != nil {
 		return nil, fmt.Errorf("jepsen: cluster did not come up: %w", err)
+	}
+	if u, ok := w.(interface{ useCluster(*Cluster) }); ok {
+		u.useCluster(c)
 	}
 	if err := w.setup(ctx, cl); err != nil {
 		return nil, fmt.Errorf("jepsen: workload setup: %w", err)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -12,7 +14,7 @@ import (
 )
 
 // Workloads are the kinds of client load a run can use.
-var Workloads = []string{"register", "bank", "set"}
+var Workloads = []string{"register", "bank", "set", "cdc"}
 
 // workload drives one kind of client load and checks its history.
 type workload interface {
@@ -32,6 +34,8 @@ func newWorkload(name string) (workload, error) {
 		return &bankWorkload{initial: 100}, nil
 	case "set":
 		return &setWorkload{}, nil
+	case "cdc":
+		return &cdcWorkload{}, nil
 	}
 	return nil, fmt.Errorf("jepsen: unknown workload %q (want one of %v)", name, Workloads)
 }
@@ -264,4 +268,71 @@ func listAfter(ctx context.Context, cl *client.Client, uid uint64, after string)
 		time.Sleep(time.Second)
 	}
 	return nil, last
+}
+
+// cdcWorkload: writes to global keys at the global group; reads of them
+// from a CZone node's copy. Checked by CheckCDC; after healing the copy
+// must equal the global group (the runner compares every replica).
+type cdcWorkload struct{ czone *Node }
+
+func (w *cdcWorkload) useCluster(c *Cluster) {
+	for _, n := range c.Nodes {
+		if n.Zone == "cz-sh" {
+			w.czone = n
+		}
+	}
+}
+
+func (w *cdcWorkload) setup(context.Context, *client.Client) error {
+	if w.czone == nil {
+		return errors.New("jepsen: the cdc workload needs a CZone node")
+	}
+	return nil
+}
+
+func (w *cdcWorkload) op(ctx context.Context, p int, rnd *rand.Rand, cl *client.Client, rec *Recorder) {
+	key := "g" + strconv.Itoa(rnd.Intn(10))
+	op := Op{Process: p, Key: key, Call: rec.Now()}
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	if p%2 == 0 {
+		op.F = "write"
+		op.Value = fmt.Sprintf("p%d-%d", p, rnd.Int63())
+		v, err := cl.GlobalPut(ctx, key, []byte(op.Value))
+		op.Version = v
+		op.Status, op.Error = outcome(err)
+		rec.Add(op)
+		return
+	}
+	op.F, op.Node = "read", w.czone.Name
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.czone.HTTP+"/v1/global/"+key+"?max_staleness=1h", nil)
+	if err != nil {
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	idx, err := strconv.ParseUint(resp.Header.Get(client.HeaderAppliedIndex), 10, 64)
+	if err != nil || (resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNotFound) {
+		return // not served by the copy (e.g. it is down): nothing to check
+	}
+	op.Index, op.Status = idx, StatusOK
+	if resp.StatusCode == http.StatusOK {
+		op.Found, op.Value = true, string(body)
+		op.Version, _ = strconv.ParseUint(resp.Header.Get(client.HeaderVersion), 10, 64)
+	}
+	rec.Add(op)
+}
+
+func (w *cdcWorkload) check(_ context.Context, ops []Op, _ *client.Client, _ string) Verdict {
+	var hist []Op
+	for _, op := range ops {
+		if op.Process >= 0 {
+			hist = append(hist, op)
+		}
+	}
+	return CheckCDC(hist)
 }

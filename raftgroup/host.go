@@ -75,9 +75,10 @@ type Config struct {
 	// OnApply, if set, is called after each batch applied by any group. It
 	// runs on that group's apply goroutine and must not block.
 	OnApply func(group string, index uint64)
-	// ChangeLogCount bounds each group's change log (0: the store's
-	// default).
+	// ChangeLogCount and ChangeLogAge bound each group's change log (0:
+	// the store's defaults).
 	ChangeLogCount int
+	ChangeLogAge   time.Duration
 }
 
 // DefaultConfig returns the defaults: one-second heartbeat and election

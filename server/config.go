@@ -53,8 +53,10 @@ type Config struct {
 	// group from (default: chosen by city among global voters and other
 	// CZone nodes).
 	CDCSource string
-	// ChangeLogCount bounds each group's change log (entries kept).
+	// ChangeLogCount and ChangeLogAge bound each group's change log
+	// (entries kept, and their age; 0: no age limit).
 	ChangeLogCount int
+	ChangeLogAge   time.Duration
 
 	// Raft tuning, passed to every group.
 	Raft raftgroup.Config

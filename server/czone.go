@@ -30,7 +30,7 @@ func (s *Server) startFollower() {
 		s.logger.Error("cdc follower", "error", err)
 		return
 	}
-	st, err := store.Open(filepath.Join(dir, "global.db"), store.Options{ChangeLogCount: s.cfg.ChangeLogCount})
+	st, err := store.Open(filepath.Join(dir, "global.db"), store.Options{ChangeLogCount: s.cfg.ChangeLogCount, ChangeLogAge: s.cfg.ChangeLogAge})
 	if err != nil {
 		s.logger.Error("cdc follower", "error", err)
 		return

@@ -108,6 +108,7 @@ func newServer(cfg Config) (s *Server, err error) {
 	rc.Logger = cfg.Logger
 	rc.OnApply = s.onApply
 	rc.ChangeLogCount = cfg.ChangeLogCount
+	rc.ChangeLogAge = cfg.ChangeLogAge
 	s.host, err = raftgroup.New(rc)
 	if err != nil {
 		raftLn.Close()

@@ -136,3 +136,23 @@ func TestApplyRecordAndLoadSnapshot(t *testing.T) {
 		t.Fatalf("feed after the snapshot index: %v", err)
 	}
 }
+
+func TestChangeLogAge(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "state.db"), Options{ChangeLogAge: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	old := logOf(1, put("a", "1"))
+	old.AppendedAt = time.Now().Add(-time.Hour)
+	s.Apply(old)
+	fresh := logOf(2, put("b", "2"))
+	fresh.AppendedAt = time.Now()
+	s.Apply(fresh)
+	if _, _, err := s.Changes(1, 10); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("an hour-old record with a one-minute window: %v", err)
+	}
+	if recs, _, err := s.Changes(2, 10); err != nil || len(recs) != 1 {
+		t.Fatalf("a fresh record: %v %v", recs, err)
+	}
+}

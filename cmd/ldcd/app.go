@@ -63,6 +63,7 @@ func startCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "trailing-logs", Value: d.Raft.TrailingLogs, EnvVars: env("TRAILING_LOGS"), Usage: "log entries kept after a snapshot"},
 			&cli.StringFlag{Name: "cdc-source", EnvVars: env("CDC_SOURCE"), Usage: "on a CZone node: HTTP address to follow the global group from (default: chosen by city)"},
 			&cli.IntFlag{Name: "change-log-count", Value: 100000, EnvVars: env("CHANGE_LOG_COUNT"), Usage: "change-log entries each group keeps for its feed"},
+			&cli.DurationFlag{Name: "change-log-age", EnvVars: env("CHANGE_LOG_AGE"), Usage: "drop change-log entries older than this (0: keep by count only)"},
 			&cli.BoolFlag{Name: "pprof", EnvVars: env("PPROF"), Usage: "serve runtime profiles under /debug/pprof/ on the HTTP port"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("LOG_LEVEL"), Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("LOG_FORMAT"), Usage: "text or json"},
@@ -88,6 +89,7 @@ func startCommand() *cli.Command {
 			cfg.Pprof = c.Bool("pprof")
 			cfg.CDCSource = c.String("cdc-source")
 			cfg.ChangeLogCount = c.Int("change-log-count")
+			cfg.ChangeLogAge = c.Duration("change-log-age")
 			cfg.RequestTimeout = c.Duration("request-timeout")
 			cfg.DeadNodeTimeout = c.Duration("dead-node-timeout")
 			cfg.Raft.HeartbeatTimeout = c.Duration("heartbeat-timeout")
