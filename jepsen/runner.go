@@ -108,10 +108,21 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 
 	c := &Cluster{Bin: cfg.Bin, Dir: dir, Args: []string{"--heartbeat-timeout", "500ms", "--election-timeout", "500ms", "--dead-node-timeout", "1h"}}
 	defer c.Close()
-	topo := filepath.Join(dir, "topology.yaml")
+	// Nodes may run as other users: their data lives in a directory they
+	// can reach wherever the repository is (logs stay in the run's dir).
+	data, err := os.MkdirTemp("", "ldcd-jepsen-data-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(data)
+	if err := os.Chmod(data, 0o755); err != nil {
+		return nil, err
+	}
+	topo := filepath.Join(data, "topology.yaml")
 	if err := os.WriteFile(topo, []byte(runTopology), 0o644); err != nil {
 		return nil, err
 	}
+	os.WriteFile(filepath.Join(dir, "topology.yaml"), []byte(runTopology), 0o644)
 	for i, spec := range []struct{ name, zone, city string }{
 		{"gz1", "gz", "hz"}, {"rz0a", "rz0", "hz"}, {"rz0b", "rz0", "hz"}, {"rz1a", "rz1", "hz"}, {"rz2a", "rz2", "sh"}, {"cz1", "cz-sh", "sh"},
 	} {
@@ -119,6 +130,7 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 		if err != nil {
 			return nil, err
 		}
+		n.DataDir = filepath.Join(data, spec.name)
 		if nw != nil {
 			if n.UID, n.GID, err = nodeUser(i + 1); err != nil {
 				return nil, err
