@@ -12,20 +12,8 @@ import (
 	"github.com/ldcd/ldcd/client"
 )
 
-const ldcTopology = `
-zones:
-  - {name: gz,    city: hz, kind: gzone}
-  - {name: rz0,   city: hz, kind: rzone}
-  - {name: rz1,   city: hz, kind: rzone}
-  - {name: rz2,   city: sh, kind: rzone}
-  - {name: cz-sh, city: sh, kind: czone}
-ranges:
-  - {shards: 00-24, owner: rz0, failover: [rz1, rz2]}
-  - {shards: 25-49, owner: rz0, failover: [rz2, rz1]}
-  - {shards: 50-74, owner: rz1, failover: [rz0, rz2]}
-  - {shards: 75-99, owner: rz2, failover: [rz1, rz0]}
-replicas: 3
-`
+// ldcTopology is the runner's: two cities, a GZone, three RZones, a CZone.
+const ldcTopology = runTopology
 
 // startLDC starts a two-city LDC: gz1 (GZone, bootstraps with the
 // topology), two nodes in rz0, one in rz1, one in rz2, one in the CZone.

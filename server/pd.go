@@ -388,12 +388,18 @@ func (l local) raftAddr(node string) (string, error) {
 	return m.Raft, nil
 }
 
-func (l local) AddLearner(ctx context.Context, id, node string) error {
+// groupAndAddr returns local group id and node's Raft address.
+func (l local) groupAndAddr(id, node string) (*raftgroup.Group, string, error) {
 	g, err := l.group(id)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	addr, err := l.raftAddr(node)
+	return g, addr, err
+}
+
+func (l local) AddLearner(ctx context.Context, id, node string) error {
+	g, addr, err := l.groupAndAddr(id, node)
 	if err != nil {
 		return err
 	}
@@ -402,11 +408,7 @@ func (l local) AddLearner(ctx context.Context, id, node string) error {
 }
 
 func (l local) Promote(ctx context.Context, id, node string) error {
-	g, err := l.group(id)
-	if err != nil {
-		return err
-	}
-	addr, err := l.raftAddr(node)
+	g, addr, err := l.groupAndAddr(id, node)
 	if err != nil {
 		return err
 	}
