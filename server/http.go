@@ -40,7 +40,6 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/v1/placement", s.handlePlacementShow)
 	mux.HandleFunc("/v1/placement/{op}", s.handlePlacementOp)
 	mux.HandleFunc("/v1/internal/status", s.handleStatus)
-	mux.HandleFunc("/v1/internal/placement", s.handlePlacement)
 	mux.HandleFunc("/v1/internal/placement/at", s.handlePlacementAt)
 	mux.HandleFunc("POST /v1/internal/split/fence", s.handleSplitFence)
 	mux.HandleFunc("POST /v1/internal/split/purge", s.handleSplitPurge)
@@ -280,11 +279,7 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request, ks keyspace)
 		if !ok {
 			return
 		}
-		cmd := &store.Command{Then: []store.Op{{Type: store.OpPut, Key: sk, Value: body}}}
-		if cas != nil {
-			cmd.Compares = []store.Compare{{Key: sk, Target: store.TargetVersion, Op: store.CmpEqual, Version: *cas}}
-			cmd.Else = []store.Op{{Type: store.OpGet, Key: sk}}
-		}
+		cmd := casCommand(store.Op{Type: store.OpPut, Key: sk, Value: body}, cas)
 		s.write(w, r, body, ks.group, cmd, func(w http.ResponseWriter, res *store.Result) {
 			if !res.Succeeded {
 				casFailed(w, *cas, res.Ops[0].Version)
@@ -293,11 +288,7 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request, ks keyspace)
 			writeJSON(w, http.StatusOK, client.WriteResult{Version: res.Index})
 		})
 	case http.MethodDelete:
-		cmd := &store.Command{Then: []store.Op{{Type: store.OpDelete, Key: sk}}}
-		if cas != nil {
-			cmd.Compares = []store.Compare{{Key: sk, Target: store.TargetVersion, Op: store.CmpEqual, Version: *cas}}
-			cmd.Else = []store.Op{{Type: store.OpGet, Key: sk}}
-		}
+		cmd := casCommand(store.Op{Type: store.OpDelete, Key: sk}, cas)
 		s.write(w, r, nil, ks.group, cmd, func(w http.ResponseWriter, res *store.Result) {
 			if !res.Succeeded {
 				casFailed(w, *cas, res.Ops[0].Version)
@@ -320,6 +311,17 @@ func reportApplied(w http.ResponseWriter, applied uint64) {
 	if w.Header().Get(client.HeaderAppliedIndex) != "" {
 		w.Header().Set(client.HeaderAppliedIndex, strconv.FormatUint(applied, 10))
 	}
+}
+
+// casCommand wraps op in a command; with cas set, op runs only if its key's
+// version is *cas, and otherwise the key is read (for the 412 answer).
+func casCommand(op store.Op, cas *uint64) *store.Command {
+	cmd := &store.Command{Then: []store.Op{op}}
+	if cas != nil {
+		cmd.Compares = []store.Compare{{Key: op.Key, Target: store.TargetVersion, Op: store.CmpEqual, Version: *cas}}
+		cmd.Else = []store.Op{{Type: store.OpGet, Key: op.Key}}
+	}
+	return cmd
 }
 
 func casFailed(w http.ResponseWriter, want, have uint64) {
@@ -632,51 +634,4 @@ func (s *Server) servedHere(w http.ResponseWriter, gid string) {
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.localStatus())
-}
-
-// handlePlacement answers with the newest placement this node knows,
-// waiting up to ?wait= for one newer than ?after=.
-func (s *Server) handlePlacement(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	var after uint64
-	if a := q.Get("after"); a != "" {
-		v, err := parseVersion(a)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "after: "+err.Error())
-			return
-		}
-		after = v
-	}
-	wait := time.Duration(0)
-	if ws := q.Get("wait"); ws != "" {
-		v, err := time.ParseDuration(ws)
-		if err != nil || v < 0 {
-			writeError(w, http.StatusBadRequest, "wait: want a duration such as 10s")
-			return
-		}
-		wait = min(v, 30*time.Second)
-	}
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	for {
-		p, changed := s.currentPlacement()
-		if p != nil && p.Version > after {
-			writeJSON(w, http.StatusOK, p)
-			return
-		}
-		select {
-		case <-changed:
-			continue
-		case <-timer.C:
-		case <-r.Context().Done():
-		case <-s.ctx.Done():
-		}
-		if p == nil {
-			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusServiceUnavailable, "no placement known yet")
-			return
-		}
-		w.WriteHeader(http.StatusNotModified)
-		return
-	}
 }

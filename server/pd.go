@@ -5,11 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
-	"strconv"
 	"sync"
 	"time"
 
@@ -209,13 +206,15 @@ func (s *Server) followPlacement() {
 			// A replica that knows no leader may have been removed from the
 			// global group (a removed follower is not told): then its copy
 			// is stale, and only a peer can say so.
-			if id, _ := g.Leader(); id == "" && s.pollPlacement(true) {
-				continue
+			wait := 5 * time.Second
+			if id, _ := g.Leader(); id == "" {
+				s.refreshPlacement()
+				wait = time.Second
 			}
 			select {
 			case <-s.ctx.Done():
 			case <-s.globalApplied:
-			case <-time.After(5 * time.Second):
+			case <-time.After(wait):
 			}
 			continue
 		}
@@ -236,68 +235,6 @@ func (s *Server) followPlacement() {
 	}
 }
 
-// pollPlacement asks one peer for a newer placement, waiting up to 10s for
-// one. Peers that host the global group are asked first. It reports whether
-// a peer answered. Unless force is set, it gives up as soon as a local
-// global replica exists, to read that instead.
-func (s *Server) pollPlacement(force bool) bool {
-	cur, _ := s.currentPlacement()
-	var after uint64
-	preferred := map[string]bool{}
-	if cur != nil {
-		after = cur.Version
-		if g, ok := cur.Group(placement.GlobalGroup); ok {
-			for _, r := range g.Replicas {
-				preferred[r.Node] = true
-			}
-		}
-	}
-	var peers []member
-	for _, m := range s.mem.members() {
-		if m.alive() && m.Name != s.cfg.Name && m.HTTP != "" {
-			peers = append(peers, m)
-		}
-	}
-	// Preferred peers first, keeping name order otherwise.
-	ordered := make([]member, 0, len(peers))
-	for _, pass := range []bool{true, false} {
-		for _, m := range peers {
-			if preferred[m.Name] == pass {
-				ordered = append(ordered, m)
-			}
-		}
-	}
-	for _, m := range ordered {
-		if s.ctx.Err() != nil {
-			return true
-		}
-		if _, ok := s.host.Group(placement.GlobalGroup); ok && !force {
-			return true // a local replica appeared: read it instead
-		}
-		wait := "10s"
-		if force {
-			wait = "1s"
-		}
-		q := url.Values{"after": {strconv.FormatUint(after, 10)}, "wait": {wait}}
-		var pl placement.Placement
-		err := s.getJSON(s.ctx, m.HTTP, "/v1/internal/placement?"+q.Encode(), 15*time.Second, &pl)
-		if errors.Is(err, errNotModified) {
-			return true
-		}
-		if err != nil {
-			continue
-		}
-		if err := pl.Topology.Validate(); err != nil {
-			continue
-		}
-		s.setPlacement(&pl)
-		return true
-	}
-	return false
-}
-
-var errNotModified = errors.New("not modified")
-
 // getJSON GETs path from a peer and decodes the JSON answer into out.
 func (s *Server) getJSON(ctx context.Context, addr, path string, timeout time.Duration, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -311,14 +248,10 @@ func (s *Server) getJSON(ctx context.Context, addr, path string, timeout time.Du
 		return err
 	}
 	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusOK:
-		return json.NewDecoder(resp.Body).Decode(out)
-	case http.StatusNotModified:
-		return errNotModified
-	default:
+	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("server: %s%s: status %d", addr, path, resp.StatusCode)
 	}
+	return json.NewDecoder(resp.Body).Decode(out)
 }
 
 // local implements placement.Local for the agent.

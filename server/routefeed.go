@@ -95,6 +95,17 @@ func (s *Server) followPlacementFeed(peers []member) bool {
 	return false
 }
 
+// refreshPlacement reads the placement once from a peer that holds a copy
+// of the global group.
+func (s *Server) refreshPlacement() bool {
+	for _, m := range s.feedPeers() {
+		if _, err := s.placementAt(m.HTTP); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // placementAt fetches the placement and the index it is current to.
 func (s *Server) placementAt(addr string) (uint64, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, 3*time.Second)

@@ -472,17 +472,7 @@ func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 
 // Get returns the value and version of key, and whether it exists.
 func (s *Store) Get(key []byte) (KV, bool, error) {
-	var kv KV
-	var found bool
-	err := s.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketKV).Get(key)
-		if v == nil {
-			return nil
-		}
-		found = true
-		kv = KV{Key: bytes.Clone(key), Value: bytes.Clone(v[8:]), Version: binary.BigEndian.Uint64(v[:8])}
-		return nil
-	})
+	kv, found, _, err := s.GetAt(key)
 	return kv, found, err
 }
 
