@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -52,75 +51,54 @@ func TestCZoneCopies(t *testing.T) {
 	defer cancel()
 
 	rec := NewRecorder()
-	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	var writes, freshOK atomic.Int64
 	var paused atomic.Bool // writers idle while copies are compared
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if paused.Load() {
-					time.Sleep(20 * time.Millisecond)
-					continue
-				}
-				key := fmt.Sprintf("k%d", i%50)
-				wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
-				v, err := writers.GlobalPut(wctx, key, []byte(fmt.Sprintf("w%d-%d", w, i)))
-				wcancel()
-				if err != nil {
-					continue
-				}
-				writes.Add(1)
-				// Read-your-writes across cities: min_index at the CZone.
-				if i%20 == 0 {
-					req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/v1/global/%s?min_index=%d&timeout=2s", cz1.HTTP, key, v), nil)
-					if resp, err := http.DefaultClient.Do(req); err == nil {
-						got, _ := strconv.ParseUint(resp.Header.Get(client.HeaderVersion), 10, 64)
-						resp.Body.Close()
-						if resp.StatusCode == 200 && got < v {
-							t.Errorf("min_index=%d read at cz1 returned version %d", v, got)
-						} else if resp.StatusCode == 200 {
-							freshOK.Add(1)
-						}
-					}
-				}
-			}
-		}()
-	}
-	// Readers at cz1 record the applied index each read was served at.
-	for p := 0; p < 2; p++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				op := Op{Process: p, F: "read", Node: "cz1", Call: rec.Now()}
-				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/v1/global/k%d?max_staleness=1h", cz1.HTTP, i%50), nil)
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					time.Sleep(20 * time.Millisecond)
-					continue
-				}
+	waitWriters := startLoad(4, loadOps, stop, func(w, i int) bool {
+		if paused.Load() {
+			time.Sleep(20 * time.Millisecond)
+			return true
+		}
+		key := fmt.Sprintf("k%d", i%50)
+		wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+		v, err := writers.GlobalPut(wctx, key, []byte(fmt.Sprintf("w%d-%d", w, i)))
+		wcancel()
+		if err != nil {
+			return true
+		}
+		writes.Add(1)
+		// Read-your-writes across cities: min_index at the CZone.
+		if i%20 == 0 {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/v1/global/%s?min_index=%d&timeout=2s", cz1.HTTP, key, v), nil)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				got, _ := strconv.ParseUint(resp.Header.Get(client.HeaderVersion), 10, 64)
 				resp.Body.Close()
-				if idx := resp.Header.Get(client.HeaderAppliedIndex); resp.StatusCode == 200 && idx != "" {
-					op.Index, _ = strconv.ParseUint(idx, 10, 64)
-					op.Status = StatusOK
-					rec.Add(op)
+				if resp.StatusCode == 200 && got < v {
+					t.Errorf("min_index=%d read at cz1 returned version %d", v, got)
+				} else if resp.StatusCode == 200 {
+					freshOK.Add(1)
 				}
 			}
-		}()
-	}
+		}
+		return true
+	})
+	// Readers at cz1 record the applied index each read was served at.
+	waitReaders := startLoad(2, loadOps, stop, func(p, i int) bool {
+		op := Op{Process: p, F: "read", Node: "cz1", Call: rec.Now()}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/v1/global/k%d?max_staleness=1h", cz1.HTTP, i%50), nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			time.Sleep(20 * time.Millisecond)
+			return true
+		}
+		resp.Body.Close()
+		if idx := resp.Header.Get(client.HeaderAppliedIndex); resp.StatusCode == 200 && idx != "" {
+			op.Index, _ = strconv.ParseUint(idx, 10, 64)
+			op.Status = StatusOK
+			rec.Add(op)
+		}
+		return true
+	})
 
 	// converge pauses the writers and requires every copy of the global
 	// group (three voters, cz1, cz2) to hold exactly the same data.
@@ -201,7 +179,8 @@ func TestCZoneCopies(t *testing.T) {
 	})
 	converge("a gap longer than the source keeps (snapshot catch-up), and the cascade cz1 → cz2", 5)
 	close(stop)
-	wg.Wait()
+	waitWriters()
+	waitReaders()
 
 	if v := CheckMonotonic(rec.Ops()); !v.Valid {
 		t.Fatalf("reads at cz1: %s", v)

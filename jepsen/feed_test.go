@@ -2,14 +2,11 @@ package jepsen
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/ldcd/ldcd/client"
 )
 
 func TestChangeFeedExactlyOnce(t *testing.T) {
@@ -57,32 +54,9 @@ func TestChangeFeedExactlyOnce(t *testing.T) {
 	// Writers on shards 00-09 while the busiest leader is killed and
 	// restarted.
 	var a acked
-	var wg sync.WaitGroup
 	stop := make(chan struct{})
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 100000; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				uid := uint64(w*1000 + i%10) // shards 00-09
-				key := fmt.Sprintf("w%d-%d", w, i)
-				pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
-				v, err := cl.Put(pctx, uid, key, []byte(key))
-				pcancel()
-				if err == nil {
-					a.set(ackedValue{uid: uid, key: key, value: key, version: v})
-				} else if !errors.Is(err, client.ErrIndeterminate) && !errors.Is(err, client.ErrUnavailable) {
-					t.Errorf("write: %v", err)
-					return
-				}
-			}
-		}()
-	}
+	wait := writeAcked(t, ctx, cl, &a, 4, 100000, 2*time.Second, stop,
+		func(w, i int) uint64 { return uint64(w*1000 + i%10) }, nil) // shards 00-09
 	time.Sleep(2 * time.Second)
 	info, err := cl.Cluster(ctx)
 	if err != nil {
@@ -101,7 +75,7 @@ func TestChangeFeedExactlyOnce(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second)
 	close(stop)
-	wg.Wait()
+	wait()
 
 	var maxVersion uint64
 	for _, w := range a.want {

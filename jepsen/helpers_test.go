@@ -3,9 +3,11 @@ package jepsen
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -181,4 +183,57 @@ func checkRaces(t *testing.T, c *Cluster) {
 			dumpRace(t, node.Name, string(b))
 		}
 	}
+}
+
+// loadOps bounds a load loop in count, as the stop channel bounds it in
+// time.
+const loadOps = 1_000_000
+
+// startLoad runs fn(w, i) on workers goroutines, i = 0, 1, ..., until stop
+// is closed, fn returns false, or maxOps iterations. wait waits for them.
+func startLoad(workers, maxOps int, stop <-chan struct{}, fn func(w, i int) bool) (wait func()) {
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < maxOps; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if !fn(w, i) {
+					return
+				}
+			}
+		}()
+	}
+	return wg.Wait
+}
+
+// writeAcked starts workers that put unique keys ("w<w>-<i>") to the users
+// uidOf names, each put bounded by timeout, recording acknowledged writes
+// in a and calling onAck (if set) after each. An error that is neither
+// indeterminate nor unavailable fails the test and stops that worker.
+func writeAcked(t *testing.T, ctx context.Context, cl *client.Client, a *acked, workers, maxOps int, timeout time.Duration, stop <-chan struct{},
+	uidOf func(w, i int) uint64, onAck func(w int, uid uint64)) (wait func()) {
+	return startLoad(workers, maxOps, stop, func(w, i int) bool {
+		uid := uidOf(w, i)
+		key := fmt.Sprintf("w%d-%d", w, i)
+		wctx, cancel := context.WithTimeout(ctx, timeout)
+		v, err := cl.Put(wctx, uid, key, []byte(key))
+		cancel()
+		switch {
+		case err == nil:
+			a.set(ackedValue{uid: uid, key: key, value: key, version: v})
+			if onAck != nil {
+				onAck(w, uid)
+			}
+		case !errors.Is(err, client.ErrIndeterminate) && !errors.Is(err, client.ErrUnavailable):
+			t.Errorf("write: %v", err)
+			return false
+		}
+		return true
+	})
 }

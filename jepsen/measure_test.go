@@ -75,23 +75,14 @@ func TestMeasureFailoverFailbackMove(t *testing.T) {
 	// Move 00-24 back and forth under a writer, measuring the pause.
 	var meter pauseMeter
 	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			if _, err := wcl.Put(wctx, uint64(i%25), "m", []byte("x")); err == nil {
-				meter.ok(time.Now())
-			}
-			cancel()
+	wait := startLoad(1, loadOps, stop, func(_, i int) bool {
+		wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if _, err := wcl.Put(wctx, uint64(i%25), "m", []byte("x")); err == nil {
+			meter.ok(time.Now())
 		}
-	}()
+		cancel()
+		return true
+	})
 	var pauses []time.Duration
 	zones := []string{"rz1", "rz0"}
 	for run := 0; run < runs; run++ {
@@ -110,7 +101,7 @@ func TestMeasureFailoverFailbackMove(t *testing.T) {
 		pauses = append(pauses, meter.reset())
 	}
 	close(stop)
-	wg.Wait()
+	wait()
 	t.Logf("FIGURES failover (kill -9 of the owner zone to the first successful write, worst of its two ranges): %s", summary(failovers))
 	t.Logf("FIGURES failback (restart of the owner zone to every range pinned back): %s", summary(failbacks))
 	t.Logf("FIGURES write pause during move: %s", summary(pauses))
@@ -146,22 +137,14 @@ func TestMeasureSplit100k(t *testing.T) {
 	t.Logf("loaded 100k keys in %v", time.Since(load).Round(time.Millisecond))
 	var meter pauseMeter
 	stop := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			if _, err := cl.Put(wctx, uint64(62+i%13), "w", []byte("x")); err == nil {
-				meter.ok(time.Now())
-			}
-			cancel()
+	wait := startLoad(1, loadOps, stop, func(_, i int) bool {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if _, err := cl.Put(wctx, uint64(62+i%13), "w", []byte("x")); err == nil {
+			meter.ok(time.Now())
 		}
-	}()
+		cancel()
+		return true
+	})
 	time.Sleep(time.Second)
 	meter.reset()
 	start := time.Now()
@@ -179,7 +162,7 @@ func TestMeasureSplit100k(t *testing.T) {
 	took := time.Since(start)
 	time.Sleep(time.Second)
 	close(stop)
-	wg.Wait()
+	wait()
 	t.Logf("FIGURES split of 50-74 holding 100k keys (52k moving) at 62: request to routing switch %v; longest write pause on 62-74 %v", took.Round(time.Millisecond), meter.reset().Round(time.Millisecond))
 	for u := 0; u < 1000; u += 97 {
 		uid := uint64(u/25*100 + 50 + u%25)
@@ -209,21 +192,10 @@ func TestMeasureCDC(t *testing.T) {
 	// Sustained global writes; a prober measures write-ack to visible at
 	// the CZone node (a min_index read, which waits for the copy).
 	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				cl.GlobalPut(ctx, fmt.Sprintf("load-%d-%d", w, i%100), []byte("x"))
-			}
-		}()
-	}
+	wait := startLoad(8, loadOps, stop, func(w, i int) bool {
+		cl.GlobalPut(ctx, fmt.Sprintf("load-%d-%d", w, i%100), []byte("x"))
+		return true
+	})
 	var lags []time.Duration
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
@@ -244,7 +216,7 @@ func TestMeasureCDC(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	close(stop)
-	wg.Wait()
+	wait()
 	sort.Slice(lags, func(i, j int) bool { return lags[i] < lags[j] })
 	q := func(p float64) time.Duration { return lags[int(p*float64(len(lags)-1))] }
 	t.Logf("FIGURES CZone replication lag under 8 global writers (write ack to visible at the CZone node, %d probes): p50 %v, p99 %v, max %v",
@@ -254,20 +226,18 @@ func TestMeasureCDC(t *testing.T) {
 	c.Kill(cz1)
 	load := time.Now()
 	var n atomic.Int64
-	for w := 0; w < 16; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n.Add(1) <= 100_000 {
-				for {
-					if _, err := cl.GlobalPut(ctx, fmt.Sprintf("bulk-%d", n.Load()%5000), []byte("value-of-thirty-two-bytes-......")); err == nil {
-						break
-					}
-				}
+	startLoad(16, loadOps, nil, func(_, _ int) bool {
+		k := n.Add(1)
+		if k > 100_000 {
+			return false
+		}
+		for try := 0; try < 100; try++ { // retried: each change must land
+			if _, err := cl.GlobalPut(ctx, fmt.Sprintf("bulk-%d", k%5000), []byte("value-of-thirty-two-bytes-......")); err == nil {
+				break
 			}
-		}()
-	}
-	wg.Wait()
+		}
+		return true
+	})()
 	target := uint64(0)
 	info, _ := cl.Cluster(ctx)
 	for _, g := range info.Groups {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -185,40 +186,24 @@ func TestThreeNodesSurviveKill9(t *testing.T) {
 	}
 
 	// A writer keeps writing every range while the busiest leader dies.
-	var wg sync.WaitGroup
 	stop := make(chan struct{})
-	var mu sync.Mutex
-	var failures, indeterminate int
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 5000; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				uid := uidForShard((i*7+w)%100, 1000+w)
-				key := fmt.Sprintf("w%d-%d", w, i)
-				wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-				v, err := cl.Put(wctx, uid, key, []byte(key))
-				cancel()
-				switch {
-				case err == nil:
-					a.set(ackedValue{uid: uid, key: key, value: key, version: v})
-				case errors.Is(err, client.ErrIndeterminate):
-					mu.Lock()
-					indeterminate++
-					mu.Unlock()
-				default:
-					mu.Lock()
-					failures++
-					mu.Unlock()
-				}
-			}
-		}()
-	}
+	var failures, indeterminate atomic.Int64
+	wait := startLoad(4, 5000, stop, func(w, i int) bool {
+		uid := uidForShard((i*7+w)%100, 1000+w)
+		key := fmt.Sprintf("w%d-%d", w, i)
+		wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		v, err := cl.Put(wctx, uid, key, []byte(key))
+		cancel()
+		switch {
+		case err == nil:
+			a.set(ackedValue{uid: uid, key: key, value: key, version: v})
+		case errors.Is(err, client.ErrIndeterminate):
+			indeterminate.Add(1)
+		default:
+			failures.Add(1)
+		}
+		return true
+	})
 	time.Sleep(500 * time.Millisecond) // let the writers get going
 	victimName := leaderCounts(info)[0]
 	var victim *Node
@@ -263,8 +248,8 @@ func TestThreeNodesSurviveKill9(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	close(stop)
-	wg.Wait()
-	t.Logf("writers: %d acknowledged keys, %d indeterminate, %d definite failures", len(a.want), indeterminate, failures)
+	wait()
+	t.Logf("writers: %d acknowledged keys, %d indeterminate, %d definite failures", len(a.want), indeterminate.Load(), failures.Load())
 
 	// The victim restarts, catches up, and every replica of every group
 	// is identical.

@@ -72,41 +72,21 @@ func TestMoveDrainUnderWrites(t *testing.T) {
 	defer cancel()
 
 	var a acked
-	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	var meter pauseMeter
 	wcl := newClient(t, c.Nodes...)
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 1_000_000; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				shard := i * 37 % 100
-				if w == 0 {
-					shard = i % 25 // writer 0 measures range 00-24
-				}
-				uid := uint64(w*1_000_000 + shard)
-				key := fmt.Sprintf("w%d-%d", w, i)
-				wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
-				v, err := wcl.Put(wctx, uid, key, []byte(key))
-				wcancel()
-				if err == nil {
-					a.set(ackedValue{uid: uid, key: key, value: key, version: v})
-					if w == 0 {
-						meter.ok(time.Now())
-					}
-				} else if !errors.Is(err, client.ErrIndeterminate) && !errors.Is(err, client.ErrUnavailable) {
-					t.Errorf("write: %v", err)
-					return
-				}
+	wait := writeAcked(t, ctx, wcl, &a, 4, loadOps, 3*time.Second, stop,
+		func(w, i int) uint64 {
+			if w == 0 {
+				return uint64(i % 25) // writer 0 measures range 00-24
 			}
-		}()
-	}
+			return uint64(w*1_000_000 + i*37%100)
+		},
+		func(w int, _ uint64) {
+			if w == 0 {
+				meter.ok(time.Now())
+			}
+		})
 	time.Sleep(time.Second)
 
 	// move 00-24 to rz1 and back, measuring the write pause each time.
@@ -157,7 +137,7 @@ func TestMoveDrainUnderWrites(t *testing.T) {
 	}
 
 	close(stop)
-	wg.Wait()
+	wait()
 	t.Logf("%d acknowledged writes", len(a.want))
 	a.verify(t, cl)
 	cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)

@@ -2,7 +2,6 @@ package jepsen
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -47,33 +46,13 @@ func TestSplitUnderWrites(t *testing.T) {
 	// Writers keep writing to 00-24 while it splits.
 	stop := make(chan struct{})
 	var meter pauseMeter
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 1_000_000; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				uid := uint64(w*1_000_000 + (i*7)%25) // shards 00-24
-				key := fmt.Sprintf("w%d-%d", w, i)
-				wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-				v, err := cl.Put(wctx, uid, key, []byte(key))
-				wcancel()
-				if err == nil {
-					a.set(ackedValue{uid: uid, key: key, value: key, version: v})
-					if uid%100 >= 12 {
-						meter.ok(time.Now())
-					}
-				} else if !errors.Is(err, client.ErrIndeterminate) && !errors.Is(err, client.ErrUnavailable) {
-					t.Errorf("write: %v", err)
-					return
-				}
+	wait := writeAcked(t, ctx, cl, &a, 4, loadOps, 10*time.Second, stop,
+		func(w, i int) uint64 { return uint64(w*1_000_000 + (i*7)%25) }, // shards 00-24
+		func(_ int, uid uint64) {
+			if uid%100 >= 12 {
+				meter.ok(time.Now())
 			}
-		}()
-	}
+		})
 	time.Sleep(time.Second)
 	meter.reset()
 	start := time.Now()
@@ -99,7 +78,7 @@ func TestSplitUnderWrites(t *testing.T) {
 	took := time.Since(start)
 	time.Sleep(500 * time.Millisecond)
 	close(stop)
-	wg.Wait()
+	wait()
 	t.Logf("split of 00-24 (%d preloaded keys + writes) switched in %v; longest write pause on 12-24: %v", preload, took.Round(time.Millisecond), meter.reset().Round(time.Millisecond))
 	var rt client.Routing
 	if err := GetJSON(ctx, c.Nodes[0], "/v1/routing", &rt); err != nil || len(rt.Ranges) != 5 {

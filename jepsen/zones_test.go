@@ -2,10 +2,8 @@ package jepsen
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -106,33 +104,10 @@ func TestZoneFailoverAndFailback(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	var a acked
-	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	wcl := newClient(t, byName["gz1"], byName["rz1a"], byName["rz2a"])
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 100000; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				uid := uint64(w*1_000_000 + i*37%100)
-				key := fmt.Sprintf("w%d-%d", w, i)
-				wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
-				v, err := wcl.Put(wctx, uid, key, []byte(key))
-				wcancel()
-				if err == nil {
-					a.set(ackedValue{uid: uid, key: key, value: key, version: v})
-				} else if !errors.Is(err, client.ErrIndeterminate) && !errors.Is(err, client.ErrUnavailable) {
-					t.Errorf("write: %v", err)
-					return
-				}
-			}
-		}()
-	}
+	wait := writeAcked(t, ctx, wcl, &a, 4, 100000, 2*time.Second, stop,
+		func(w, i int) uint64 { return uint64(w*1_000_000 + i*37%100) }, nil)
 	time.Sleep(time.Second)
 
 	// The owner zone of 00-49 dies.
@@ -194,7 +169,7 @@ func TestZoneFailoverAndFailback(t *testing.T) {
 	t.Logf("failback: every group pinned to its owner zone %v after rz0 restarted", time.Since(returned).Round(time.Millisecond))
 
 	close(stop)
-	wg.Wait()
+	wait()
 	t.Logf("%d acknowledged writes", len(a.want))
 	a.verify(t, cl)
 	cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)
