@@ -121,13 +121,44 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, client.ErrorBody{Error: msg})
 }
 
+// handleHealth answers 200 once the node can serve: it knows the
+// placement, hosts every replica the placement gives it, and each of its
+// groups knows a leader; 503 with the reason until then (right after a
+// start, or while a group elects).
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	p, _ := s.currentPlacement()
 	var v uint64
 	if p != nil {
 		v = p.Version
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "node": s.cfg.Name, "placement_version": v, "groups": len(s.host.Groups())})
+	body := map[string]any{"status": "ok", "node": s.cfg.Name, "placement_version": v, "groups": len(s.host.Groups())}
+	if reason := s.notReady(p); reason != "" {
+		body["status"], body["error"] = "starting", reason
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, body)
+		return
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// notReady says why the node cannot serve yet, or "" when it can.
+func (s *Server) notReady(p *placement.Placement) string {
+	if p == nil {
+		return "no placement yet"
+	}
+	for _, g := range p.Groups {
+		if _, mine := g.Replica(s.cfg.Name); !mine {
+			continue
+		}
+		lg, ok := s.host.Group(g.ID)
+		if !ok {
+			return "replica of " + g.ID + " not started yet"
+		}
+		if id, _ := lg.Leader(); id == "" {
+			return "group " + g.ID + " has no leader yet"
+		}
+	}
+	return ""
 }
 
 // requestContext bounds r by the node's request timeout, or by a shorter

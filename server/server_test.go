@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ldcd/ldcd/client"
+	"github.com/ldcd/ldcd/placement"
 )
 
 func freePort(t testing.TB) int {
@@ -235,5 +236,28 @@ func TestStaleReadReportsItsIndex(t *testing.T) {
 	}
 	if checked < 100 {
 		t.Fatalf("only %d reads checked", checked)
+	}
+}
+
+func TestHealthzIsReadiness(t *testing.T) {
+	s := startNode(t)
+	srv := httptest.NewServer(s.routes())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("a serving node's healthz: %d", resp.StatusCode)
+	}
+	p, _ := s.currentPlacement()
+	if r := s.notReady(nil); r == "" {
+		t.Fatal("ready without a placement")
+	}
+	q := p.Clone()
+	q.Groups = append(q.Groups, placement.GroupPlacement{ID: "g-x", Replicas: []placement.Replica{{Node: s.cfg.Name, Voter: true}}})
+	if r := s.notReady(q); !strings.Contains(r, "g-x") {
+		t.Fatalf("ready though a replica it should host is missing: %q", r)
 	}
 }
