@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin/ldcd
 FUZZTIME ?= 20s
 
-.PHONY: build test verify fuzz run clean measure bench jepsen jepsen-quick jepsen-deps
+.PHONY: build test verify fuzz run clean measure bench bench-etcd bench-etcd-deps jepsen jepsen-quick jepsen-deps
 
 ## build: compile the ldcd binary into bin/
 build:
@@ -36,6 +36,7 @@ verify:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) mod tidy -diff
+	cd bench/etcd && $(GO) vet ./... && $(GO) mod tidy -diff
 
 ## fuzz: run each fuzzer for FUZZTIME
 fuzz:
@@ -51,6 +52,21 @@ measure:
 ## bench: put throughput and latency of a 3-node cluster with 64 clients
 bench:
 	$(GO) test -run '^$$' -bench Put64 -benchtime 20000x ./jepsen
+
+BENCH_TIME ?= 10s
+BENCH_RUNS ?= put:1,put:64,put:256,get:64,stale-get:64
+
+## bench-etcd-deps: Debian's etcd-server, for the comparison (needs root to install)
+bench-etcd-deps:
+	@command -v etcd >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }; \
+		else echo "bench-etcd-deps: etcd missing; install etcd-server as root"; exit 1; fi; }
+
+## bench-etcd: the same workloads against a 3-member etcd and a 3-node ldcd on loopback, side by side
+## (BENCH_TIME per run, BENCH_RUNS as workload:clients[@rate],...)
+bench-etcd: build bench-etcd-deps
+	cd bench/etcd && $(GO) run . --ldcd $(CURDIR)/$(BIN) --duration $(BENCH_TIME) --runs '$(BENCH_RUNS)' --json $(CURDIR)/bin/bench-etcd.json
 
 ## run: build and start a single node with the defaults
 run: build

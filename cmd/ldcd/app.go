@@ -31,7 +31,7 @@ func newApp() *cli.App {
 			"are owned by zones, each range is replicated by its own Raft group, and global data\n" +
 			"lives in one global group. Start a node with `ldcd start`; talk to it with curl,\n" +
 			"the Go client, or the kv, global and status commands below.",
-		Commands:        []*cli.Command{startCommand(), kvCommand(), globalCommand(), statusCommand(), placementCommand(), demoCommand()},
+		Commands:        []*cli.Command{startCommand(), kvCommand(), globalCommand(), statusCommand(), placementCommand(), benchCommand(), demoCommand()},
 		HideHelpCommand: true,
 	}
 }

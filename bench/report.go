@@ -1,0 +1,81 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+)
+
+func us(v int64) string { return fmtDur(float64(v)) }
+
+func fmtDur(microseconds float64) string {
+	d := time.Duration(microseconds * float64(time.Microsecond))
+	switch {
+	case d < time.Millisecond:
+		return fmt.Sprintf("%.0fµs", microseconds)
+	case d < time.Second:
+		return fmt.Sprintf("%.2fms", microseconds/1000)
+	default:
+		return fmt.Sprintf("%.2fs", microseconds/1e6)
+	}
+}
+
+// WriteTable prints results as a table: one row per operation kind, and a
+// total row for mixed workloads.
+func WriteTable(w io.Writer, results ...*Result) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "target\tworkload\tclients\trate\top\tcount\terrors\tops/s\tmean\tp50\tp90\tp99\tp99.9\tmax\t")
+	for _, r := range results {
+		rows := r.Ops
+		if len(rows) > 1 {
+			rows = append(rows, r.Total)
+		}
+		rate := "closed"
+		if r.Rate > 0 {
+			rate = fmt.Sprintf("%.0f/s", r.Rate)
+		}
+		target := r.Target
+		if target == "" {
+			target = "-"
+		}
+		for _, s := range rows {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+				target, r.Workload, r.Clients, rate, s.Op, s.Count, s.Errors, s.Throughput,
+				fmtDur(s.MeanUs), us(s.P50Us), us(s.P90Us), us(s.P99Us), us(s.P999Us), us(s.MaxUs))
+		}
+	}
+	return tw.Flush()
+}
+
+// Pair is one workload run against two targets: A (ldcd) and B (the
+// reference).
+type Pair struct {
+	Name string  `json:"name"`
+	A    *Result `json:"a"`
+	B    *Result `json:"b"`
+}
+
+// Ratio returns a/b, or 0 when b is 0.
+func Ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+// WriteComparison prints each pair side by side: throughput, p50 and p99 of
+// both and the ratios A/B (above 1 for throughput and below 1 for latency
+// mean A is better).
+func WriteComparison(w io.Writer, aName, bName string, pairs []Pair) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "run\t%[1]s ops/s\t%[2]s ops/s\tratio\t%[1]s p50\t%[2]s p50\tratio\t%[1]s p99\t%[2]s p99\tratio\t\n", aName, bName)
+	for _, p := range pairs {
+		a, b := p.A.Total, p.B.Total
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2f×\t%s\t%s\t%.2f×\t%s\t%s\t%.2f×\t\n", p.Name,
+			a.Throughput, b.Throughput, Ratio(a.Throughput, b.Throughput),
+			us(a.P50Us), us(b.P50Us), Ratio(float64(a.P50Us), float64(b.P50Us)),
+			us(a.P99Us), us(b.P99Us), Ratio(float64(a.P99Us), float64(b.P99Us)))
+	}
+	return tw.Flush()
+}
