@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/ldcd/ldcd/store"
 )
 
@@ -27,7 +26,7 @@ type Group struct {
 
 	raft  *raft.Raft
 	fsm   *store.Store
-	logs  *raftboltdb.BoltStore
+	logs  logStore
 	trans *raft.NetworkTransport
 
 	readyTerm atomic.Uint64 // the term in which a read barrier completed
@@ -43,6 +42,9 @@ type Group struct {
 	closeMu  sync.Mutex // guards closed
 	closed   bool
 }
+
+// logCacheSize is how many recent log entries each group keeps in memory.
+const logCacheSize = 512
 
 func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error) {
 	dir := filepath.Join(h.cfg.DataDir, "groups", id)
@@ -71,14 +73,17 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 	if h.cfg.OnApply != nil {
 		onApply = func(index uint64) { h.cfg.OnApply(id, index) }
 	}
-	g.fsm, err = store.Open(filepath.Join(dir, "state.db"), store.Options{OnApply: onApply, ChangeLogCount: h.cfg.ChangeLogCount, ChangeLogAge: h.cfg.ChangeLogAge})
+	g.fsm, err = store.Open(filepath.Join(dir, "state.db"), store.Options{OnApply: onApply, ChangeLogCount: h.cfg.ChangeLogCount, ChangeLogAge: h.cfg.ChangeLogAge, NoSync: !h.cfg.SyncState})
 	if err != nil {
 		return nil, err
 	}
+	if g.fsm.Discarded {
+		logger.Warn("state machine was open at a machine crash and may be torn: set aside as state.db.torn, rebuilding from the newest snapshot and the log")
+	}
 	closers = append(closers, g.fsm.Close)
-	g.logs, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	g.logs, err = openLogStore(dir, h.cfg.LogStore, HCLog(logger, "wal"))
 	if err != nil {
-		return nil, fmt.Errorf("raftgroup: log store: %w", err)
+		return nil, err
 	}
 	closers = append(closers, g.logs.Close)
 	hlog := HCLog(logger, "raft")
@@ -121,7 +126,13 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 		return nil, fmt.Errorf("raftgroup: %w", err)
 	}
 	fresh = !fresh
-	g.raft, err = raft.NewRaft(rc, g.fsm, g.logs, g.logs, snaps, g.trans)
+	// Recent entries stay in memory: the leader reads each entry back to
+	// replicate it, and without the cache every read is a pread.
+	logs, err := raft.NewLogCache(logCacheSize, g.logs)
+	if err != nil {
+		return nil, fmt.Errorf("raftgroup: %w", err)
+	}
+	g.raft, err = raft.NewRaft(rc, g.fsm, logs, g.logs, snaps, g.trans)
 	if err != nil {
 		return nil, fmt.Errorf("raftgroup: start raft: %w", err)
 	}

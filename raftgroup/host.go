@@ -71,6 +71,14 @@ type Config struct {
 	SnapshotThreshold  uint64
 	SnapshotInterval   time.Duration
 	TrailingLogs       uint64
+	// LogStore is the kind of log a new group gets: LogWAL (default) or
+	// LogBolt. An existing group keeps the kind it has.
+	LogStore string
+	// SyncState fsyncs every batch the state machine applies. Off by
+	// default: the Raft log is synced, a process crash loses nothing, and
+	// after a machine crash the state is rebuilt from the newest snapshot
+	// and the log (store.Options.NoSync).
+	SyncState bool
 
 	// OnApply, if set, is called after each batch applied by any group. It
 	// runs on that group's apply goroutine and must not block.

@@ -181,7 +181,7 @@ func checkReplicasAgree(t testing.TB, nodes []*testNode, id string) {
 	}
 }
 
-func threeNodes(t *testing.T, tune func(*Config)) []*testNode {
+func threeNodes(t testing.TB, tune func(*Config)) []*testNode {
 	root := t.TempDir()
 	var nodes []*testNode
 	for i := 0; i < 3; i++ {
@@ -191,7 +191,7 @@ func threeNodes(t *testing.T, tune func(*Config)) []*testNode {
 	return nodes
 }
 
-func bootstrap(t *testing.T, nodes []*testNode, ids ...string) {
+func bootstrap(t testing.TB, nodes []*testNode, ids ...string) {
 	for _, id := range ids {
 		if _, err := nodes[0].h.Create(id, []raft.Server{{ID: raft.ServerID(nodes[0].name), Address: raft.ServerAddress(nodes[0].addr)}}); err != nil {
 			t.Fatal(err)

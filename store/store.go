@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,13 @@ type Options struct {
 	// or they are older than ChangeLogAge (0: no age limit).
 	ChangeLogCount int
 	ChangeLogAge   time.Duration
+	// NoSync commits applied batches without fsync. Only for a state
+	// machine whose entries are durable elsewhere (the Raft log) and can be
+	// replayed: a process crash loses nothing (the page cache survives it),
+	// and after a machine crash, which could leave the file torn, Open
+	// discards the file (see Discarded) so that it is rebuilt from the
+	// newest snapshot and the log. Ignored where the boot id is unknown.
+	NoSync bool
 }
 
 // Store is a bbolt-backed state machine. Apply, ApplyBatch, Snapshot and
@@ -58,6 +66,10 @@ type Store struct {
 	applied atomic.Uint64 // last applied Raft index, as persisted
 	base    atomic.Uint64 // version base, as persisted
 	fence   atomic.Pointer[[100]bool]
+
+	// Discarded is set when Open found the file possibly torn by a machine
+	// crash (NoSync) and started from an empty state instead.
+	Discarded bool
 
 	applyMu    sync.Mutex // guards waiters
 	appliedCh  chan struct{}
@@ -78,10 +90,104 @@ func Open(path string, opts Options) (*Store, error) {
 		opts.ChangeLogCount = 100_000
 	}
 	s := &Store{path: path, opts: opts, appliedCh: make(chan struct{})}
+	if opts.NoSync {
+		boot := bootID()
+		if boot == "" {
+			s.opts.NoSync = false
+		} else {
+			discard, err := checkMarker(path, boot)
+			if err != nil {
+				return nil, err
+			}
+			if discard {
+				if err := os.Rename(path, path+".torn"); err != nil {
+					return nil, fmt.Errorf("store: discard %s: %w", path, err)
+				}
+				s.Discarded = true
+			}
+			if err := writeMarker(path, boot, false); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if err := s.open(); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// bootIDPath names this boot of the machine; it changes at every boot.
+var bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+func bootID() string {
+	b, err := os.ReadFile(bootIDPath)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// The marker file next to a NoSync database records the boot it was last
+// opened in and whether it was closed cleanly (synced). A file left open at
+// a machine crash may have pages written out of order, so it is not trusted.
+func markerPath(path string) string { return path + ".boot" }
+
+// checkMarker reports whether the database at path must be discarded: it
+// exists, was not closed cleanly, and the machine has rebooted since.
+func checkMarker(path, boot string) (bool, error) {
+	if _, err := os.Stat(path); err != nil {
+		return false, nil // nothing to discard
+	}
+	b, err := os.ReadFile(markerPath(path))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil // written with fsync: nothing to distrust
+	}
+	if err != nil {
+		return false, fmt.Errorf("store: %w", err)
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) == 2 && (fields[1] == "clean" || fields[0] == boot) {
+		return false, nil
+	}
+	return true, nil
+}
+
+func writeMarker(path, boot string, clean bool) error {
+	state := "open"
+	if clean {
+		state = "clean"
+	}
+	tmp := markerPath(path) + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("store: marker: %w", err)
+	}
+	_, err = fmt.Fprintf(f, "%s %s\n", boot, state)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, markerPath(path))
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		return fmt.Errorf("store: marker: %w", err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func (s *Store) open() error {
@@ -90,6 +196,7 @@ func (s *Store) open() error {
 		InitialMmapSize: s.opts.InitialMmapSize,
 		NoFreelistSync:  true,
 		FreelistType:    bolt.FreelistMapType,
+		NoSync:          s.opts.NoSync,
 	})
 	if err != nil {
 		return fmt.Errorf("store: open %s: %w", s.path, err)
@@ -146,8 +253,15 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	err := s.db.Close()
+	var err error
+	if s.opts.NoSync {
+		err = s.db.Sync()
+	}
+	err = errors.Join(err, s.db.Close())
 	s.db = nil
+	if s.opts.NoSync && err == nil {
+		err = writeMarker(s.path, bootID(), true)
+	}
 	return err
 }
 
