@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin/ldcd
 FUZZTIME ?= 20s
 
-.PHONY: build test verify fuzz run clean measure bench bench-etcd bench-etcd-deps jepsen jepsen-quick jepsen-deps
+.PHONY: build test verify fuzz run clean measure measure-idle bench bench-etcd bench-etcd-deps jepsen jepsen-quick jepsen-deps
 
 ## build: compile the ldcd binary into bin/
 build:
@@ -49,8 +49,14 @@ fuzz:
 measure:
 	LDCD_MEASURE=1 $(GO) test -count=1 -timeout 60m -run 'TestMeasure' -v ./jepsen 2>&1 | grep --line-buffered -E 'FIGURES|run [0-9]|loaded|^(ok|FAIL|---)'
 
-## bench: put throughput and latency of a 3-node cluster with 64 clients
+## measure-idle: CPU, memory, goroutines and fds of nodes hosting 101 idle groups, per configuration
+measure-idle:
+	LDCD_MEASURE=1 $(GO) test -count=1 -timeout 30m -run 'TestMeasureIdle' -v ./jepsen 2>&1 | grep --line-buffered -E 'FIGURES|^(ok|FAIL|---)'
+
+## bench: the write path's variants side by side (raftgroup), then put throughput and latency of a
+## 3-node cluster with 64 clients
 bench:
+	$(GO) test -run '^$$' -bench Apply -benchtime 20000x ./raftgroup
 	$(GO) test -run '^$$' -bench Put64 -benchtime 20000x ./jepsen
 
 BENCH_TIME ?= 10s

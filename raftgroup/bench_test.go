@@ -24,8 +24,9 @@ func BenchmarkApply(b *testing.B) {
 	}{
 		{"log=bolt,state=sync", func(c *Config) { c.LogStore = LogBolt; c.SyncState = true }},
 		{"log=wal,state=sync", func(c *Config) { c.LogStore = LogWAL; c.SyncState = true }},
+		{"log=bolt,state=nosync", func(c *Config) { c.LogStore = LogBolt }},
 		{"log=wal,state=nosync", func(c *Config) { c.LogStore = LogWAL }},
-		{"log=wal,state=nosync,maxappend=512", func(c *Config) { c.MaxAppendEntries = 512 }},
+		{"log=bolt,state=nosync,maxappend=512", func(c *Config) { c.LogStore = LogBolt; c.MaxAppendEntries = 512 }},
 	}
 	for _, v := range variants {
 		b.Run(v.name, func(b *testing.B) { benchApply(b, 10, 64, v.tune) })

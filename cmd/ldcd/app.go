@@ -59,6 +59,7 @@ func startCommand() *cli.Command {
 			&cli.DurationFlag{Name: "dead-node-timeout", Value: d.DeadNodeTimeout, EnvVars: env("DEAD_NODE_TIMEOUT"), Usage: "how long a node stays down before its replicas are replaced"},
 			&cli.DurationFlag{Name: "heartbeat-timeout", Value: d.Raft.HeartbeatTimeout, EnvVars: env("HEARTBEAT_TIMEOUT"), Usage: "Raft heartbeat timeout of every group"},
 			&cli.DurationFlag{Name: "election-timeout", Value: d.Raft.ElectionTimeout, EnvVars: env("ELECTION_TIMEOUT"), Usage: "Raft election timeout of every group"},
+			&cli.DurationFlag{Name: "commit-timeout", Value: d.Raft.CommitTimeout, EnvVars: env("COMMIT_TIMEOUT"), Usage: "how long a leader with nothing new waits before telling followers the commit index (each tick is an RPC per follower per group)"},
 			&cli.Uint64Flag{Name: "snapshot-threshold", Value: d.Raft.SnapshotThreshold, EnvVars: env("SNAPSHOT_THRESHOLD"), Usage: "log entries between snapshots of a group"},
 			&cli.Uint64Flag{Name: "trailing-logs", Value: d.Raft.TrailingLogs, EnvVars: env("TRAILING_LOGS"), Usage: "log entries kept after a snapshot"},
 			&cli.StringFlag{Name: "cdc-source", EnvVars: env("CDC_SOURCE"), Usage: "on a CZone node: HTTP address to follow the global group from (default: chosen by city)"},
@@ -94,6 +95,7 @@ func startCommand() *cli.Command {
 			cfg.DeadNodeTimeout = c.Duration("dead-node-timeout")
 			cfg.Raft.HeartbeatTimeout = c.Duration("heartbeat-timeout")
 			cfg.Raft.ElectionTimeout = c.Duration("election-timeout")
+			cfg.Raft.CommitTimeout = c.Duration("commit-timeout")
 			cfg.Raft.LeaderLeaseTimeout = cfg.Raft.HeartbeatTimeout / 2
 			cfg.Raft.SnapshotThreshold = c.Uint64("snapshot-threshold")
 			cfg.Raft.TrailingLogs = c.Uint64("trailing-logs")

@@ -1,0 +1,112 @@
+package jepsen
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// cpuTicks returns the user+system CPU time of process pid in clock ticks
+// (1/100 s on Linux).
+func cpuTicks(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + s, nil
+}
+
+func procStatus(pid int, key string) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, key+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// TestMeasureIdle reports the idle cost of a node hosting 101 groups (100
+// one-shard ranges and the global group) in a 3-node cluster: CPU over 20 s,
+// RSS, goroutines, file descriptors. Each configuration runs in turn, so
+// the figures of one run compare them. `make measure-idle`.
+func TestMeasureIdle(t *testing.T) {
+	if os.Getenv("LDCD_MEASURE") == "" {
+		t.Skip("set LDCD_MEASURE=1 (make measure-idle) to run the idle measurement")
+	}
+	topo := filepath.Join(t.TempDir(), "topology.yaml")
+	var b strings.Builder
+	b.WriteString("zones:\n  - {name: z1, city: c1, kind: rzone}\nranges:\n")
+	for i := 0; i < 100; i++ {
+		fmt.Fprintf(&b, "  - {shards: %02d-%02d, owner: z1}\n", i, i)
+	}
+	writeFile(t, topo, b.String())
+	configs := []struct {
+		name string
+		args []string
+	}{
+		{"hashicorp/raft's 50ms commit timeout", []string{"--commit-timeout", "50ms"}},
+		{"defaults (1s heartbeat, 500ms commit timeout)", nil},
+		{"2s heartbeat and election timeouts", []string{"--heartbeat-timeout", "2s", "--election-timeout", "2s"}},
+	}
+	for _, cfg := range configs {
+		dir, err := os.MkdirTemp("", "ldcd-idle-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(dir, 0o755)
+		c := &Cluster{Bin: bin, Dir: dir, Args: append([]string{"--log-level", "warn", "--topology", topo}, cfg.args...)}
+		for i := 1; i <= 3; i++ {
+			n, err := c.NewNode(fmt.Sprintf("n%d", i), "z1", "c1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var join []string
+			if i > 1 {
+				join = []string{c.Nodes[0].Gossip}
+			}
+			if err := c.Start(n, join...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cl := newClient(t, c.Nodes...)
+		waitFor(t, "101 groups with 3 voters and a leader", 3*time.Minute, func() (bool, string) {
+			info, err := cl.Cluster(context.Background())
+			if err != nil {
+				return false, err.Error()
+			}
+			ready := 0
+			for _, g := range info.Groups {
+				if len(g.Voters) == 3 && len(g.Nonvoters) == 0 && g.Leader != "" {
+					ready++
+				}
+			}
+			return ready == 101, fmt.Sprintf("%d of %d groups ready", ready, len(info.Groups))
+		})
+		time.Sleep(5 * time.Second)
+		const window = 20 * time.Second
+		before := make([]int64, len(c.Nodes))
+		for i, n := range c.Nodes {
+			before[i], _ = cpuTicks(n.PID())
+		}
+		time.Sleep(window)
+		for i, n := range c.Nodes {
+			after, _ := cpuTicks(n.PID())
+			fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", n.PID()))
+			m, _ := scrape(n)
+			t.Logf("FIGURES idle, %s: %s cpu %.1f%% of one core, rss %s, %v goroutines, %d fds",
+				cfg.name, n.Name, float64(after-before[i])/window.Seconds(), procStatus(n.PID(), "VmRSS"), m["go_goroutines"], len(fds))
+		}
+		c.Close()
+		os.RemoveAll(dir)
+	}
+}
