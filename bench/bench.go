@@ -14,6 +14,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -324,7 +325,7 @@ func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
 					w.errs[op]++
 					failed.Add(1)
 					samplesM.Lock()
-					if len(samples) < 5 && !containsString(samples, err.Error()) {
+					if len(samples) < 5 && !slices.Contains(samples, err.Error()) {
 						samples = append(samples, err.Error())
 					}
 					samplesM.Unlock()
@@ -383,15 +384,6 @@ func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
 		return res, fmt.Errorf("bench: every request failed: %s", strings.Join(samples, "; "))
 	}
 	return res, ctx.Err()
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func stats(op Op, h *hdrhistogram.Histogram, errs int64, elapsed time.Duration) Stats {

@@ -2,12 +2,9 @@ package jepsen
 
 import (
 	"context"
-	"fmt"
-	"sort"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
+
+	"github.com/ldcd/ldcd/bench"
 )
 
 // BenchmarkPut64Clients measures put throughput and latency of a 3-node
@@ -16,18 +13,8 @@ import (
 func BenchmarkPut64Clients(b *testing.B) {
 	c := &Cluster{Bin: bin, Dir: b.TempDir(), Args: []string{"--log-level", "warn", "--pprof"}}
 	b.Cleanup(c.Close)
-	for i := 1; i <= 3; i++ {
-		n, err := c.NewNode(fmt.Sprintf("n%d", i), "z1", "c1")
-		if err != nil {
-			b.Fatal(err)
-		}
-		var join []string
-		if i > 1 {
-			join = []string{c.Nodes[0].Gossip}
-		}
-		if err := c.Start(n, join...); err != nil {
-			b.Fatal(err)
-		}
+	if err := c.StartNodes(3, "z1", "c1"); err != nil {
+		b.Fatal(err)
 	}
 	cl := benchClient(b, c.Nodes...)
 	waitBench(b, func() bool {
@@ -42,56 +29,17 @@ func BenchmarkPut64Clients(b *testing.B) {
 		}
 		return true
 	})
-	value := make([]byte, 256)
-	const clients = 64
 	// Warm the routing cache and the connections.
-	for s := 0; s < 100; s++ {
-		if _, err := cl.Put(context.Background(), uint64(s), "warm", value); err != nil {
-			b.Fatal(err)
-		}
+	if _, err := bench.Run(context.Background(), bench.LDCD{C: cl}, bench.Config{Clients: 16, Requests: 100, Users: 100}); err != nil {
+		b.Fatal(err)
 	}
-	lat := make([][]time.Duration, clients)
-	var next atomic.Int64
-	var errs atomic.Int64
 	b.ResetTimer()
-	start := time.Now()
-	var wg sync.WaitGroup
-	for w := 0; w < clients; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1)
-				if i > int64(b.N) {
-					return
-				}
-				t0 := time.Now()
-				_, err := cl.Put(context.Background(), uint64(i*7919%1_000_000), fmt.Sprint("k", i%1000), value)
-				if err != nil {
-					errs.Add(1)
-					continue
-				}
-				lat[w] = append(lat[w], time.Since(t0))
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	res, err := bench.Run(context.Background(), bench.LDCD{C: cl}, bench.Config{Workload: "put", Clients: 64, Requests: int64(b.N), Users: 1_000_000})
 	b.StopTimer()
-	var all []time.Duration
-	for _, l := range lat {
-		all = append(all, l...)
+	if err != nil {
+		b.Fatal(err)
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	if len(all) == 0 {
-		b.Fatal("no successful puts")
-	}
-	q := func(p float64) float64 { return float64(all[int(p*float64(len(all)-1))].Microseconds()) / 1000 }
-	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "puts/s")
-	b.ReportMetric(q(0.5), "p50-ms")
-	b.ReportMetric(q(0.99), "p99-ms")
-	b.ReportMetric(float64(errs.Load()), "errors")
-	b.ReportMetric(0, "ns/op")
+	reportBench(b, res, "puts/s")
 
 	// Idle footprint of one node hosting the 11 groups.
 	var goroutines, rss float64
@@ -100,4 +48,16 @@ func BenchmarkPut64Clients(b *testing.B) {
 	}
 	b.ReportMetric(goroutines, "goroutines")
 	b.ReportMetric(rss/(1<<20), "rss-MiB")
+}
+
+// reportBench reports a bench result as benchmark metrics.
+func reportBench(b *testing.B, res *bench.Result, unit string) {
+	if res.Total.Count == 0 {
+		b.Fatal("no request succeeded")
+	}
+	b.ReportMetric(res.Total.Throughput, unit)
+	b.ReportMetric(float64(res.Total.P50Us)/1000, "p50-ms")
+	b.ReportMetric(float64(res.Total.P99Us)/1000, "p99-ms")
+	b.ReportMetric(float64(res.Total.Errors), "errors")
+	b.ReportMetric(0, "ns/op")
 }

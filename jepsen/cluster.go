@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -117,6 +118,9 @@ type Cluster struct {
 	Nodes []*Node
 	// Args are flags given to every node.
 	Args []string
+
+	portsMu sync.Mutex      // guards ports
+	ports   map[string]bool // ip:port handed to a node of this cluster
 }
 
 // NewNode adds a node named name (not started) with fresh ports on
@@ -127,7 +131,7 @@ func (c *Cluster) NewNode(name, zone, city string) (*Node, error) {
 
 // NewNodeAt adds a node that binds the loopback address ip.
 func (c *Cluster) NewNodeAt(name, zone, city, ip string) (*Node, error) {
-	ports, err := freePortsAt(ip, 3)
+	ports, err := c.freshPorts(ip, 3)
 	if err != nil {
 		return nil, err
 	}
@@ -141,6 +145,50 @@ func (c *Cluster) NewNodeAt(name, zone, city, ip string) (*Node, error) {
 	}
 	c.Nodes = append(c.Nodes, n)
 	return n, nil
+}
+
+// freshPorts returns n free ports on ip that no node of c was given: a port
+// that was free a moment ago may be offered again before its node binds it.
+func (c *Cluster) freshPorts(ip string, n int) ([]int, error) {
+	c.portsMu.Lock()
+	defer c.portsMu.Unlock()
+	if c.ports == nil {
+		c.ports = map[string]bool{}
+	}
+	var out []int
+	for len(out) < n {
+		ps, err := freePortsAt(ip, n-len(out))
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range ps {
+			key := fmt.Sprintf("%s:%d", ip, p)
+			if !c.ports[key] && !slices.Contains(out, p) {
+				c.ports[key] = true
+				out = append(out, p)
+			}
+		}
+	}
+	return out, nil
+}
+
+// StartNodes adds and starts n nodes named n1…nN in one zone, each joining
+// through the first.
+func (c *Cluster) StartNodes(n int, zone, city string) error {
+	for i := 1; i <= n; i++ {
+		node, err := c.NewNode(fmt.Sprintf("n%d", i), zone, city)
+		if err != nil {
+			return err
+		}
+		var join []string
+		if i > 1 {
+			join = []string{c.Nodes[0].Gossip}
+		}
+		if err := c.Start(node, join...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Start starts n, joining through join (gossip addresses; none for the

@@ -50,18 +50,8 @@ func startCluster(t *testing.T, n int, args ...string) *Cluster {
 			}
 		}
 	})
-	for i := 1; i <= n; i++ {
-		node, err := c.NewNode(fmt.Sprintf("n%d", i), "z1", "c1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var join []string
-		if i > 1 {
-			join = []string{c.Nodes[0].Gossip}
-		}
-		if err := c.Start(node, join...); err != nil {
-			t.Fatal(err)
-		}
+	if err := c.StartNodes(n, "z1", "c1"); err != nil {
+		t.Fatal(err)
 	}
 	return c
 }

@@ -65,18 +65,8 @@ func TestMeasureIdle(t *testing.T) {
 		}
 		os.Chmod(dir, 0o755)
 		c := &Cluster{Bin: bin, Dir: dir, Args: append([]string{"--log-level", "warn", "--topology", topo}, cfg.args...)}
-		for i := 1; i <= 3; i++ {
-			n, err := c.NewNode(fmt.Sprintf("n%d", i), "z1", "c1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			var join []string
-			if i > 1 {
-				join = []string{c.Nodes[0].Gossip}
-			}
-			if err := c.Start(n, join...); err != nil {
-				t.Fatal(err)
-			}
+		if err := c.StartNodes(3, "z1", "c1"); err != nil {
+			t.Fatal(err)
 		}
 		cl := newClient(t, c.Nodes...)
 		waitFor(t, "101 groups with 3 voters and a leader", 3*time.Minute, func() (bool, string) {

@@ -2,13 +2,12 @@ package raftgroup
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"sort"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ldcd/ldcd/bench"
 	"github.com/ldcd/ldcd/store"
 )
 
@@ -33,6 +32,21 @@ func BenchmarkApply(b *testing.B) {
 	}
 }
 
+// leaders is a bench.Target that proposes puts at the groups' leaders: a
+// user's writes go to group uid mod the number of groups.
+type leaders []*Group
+
+func (l leaders) Put(ctx context.Context, uid uint64, key string, value []byte) error {
+	cmd := &store.Command{Then: []store.Op{{Type: store.OpPut, Key: []byte(fmt.Sprint(key, uid%1000)), Value: value}}}
+	_, err := l[uid%uint64(len(l))].Apply(ctx, cmd)
+	return err
+}
+
+var errOnlyPuts = errors.New("raftgroup bench: only puts")
+
+func (l leaders) Get(context.Context, uint64, string, bool) error     { return errOnlyPuts }
+func (l leaders) Txn(context.Context, uint64, []string, []byte) error { return errOnlyPuts }
+
 func benchApply(b *testing.B, groups, clients int, tune func(*Config)) {
 	nodes := threeNodes(b, func(c *Config) {
 		c.HeartbeatTimeout = time.Second
@@ -45,53 +59,22 @@ func benchApply(b *testing.B, groups, clients int, tune func(*Config)) {
 		ids = append(ids, fmt.Sprintf("g%02d", i))
 	}
 	bootstrap(b, nodes, ids...)
-	leaders := make([]*Group, len(ids))
+	target := make(leaders, len(ids))
 	for i, id := range ids {
-		leaders[i] = waitLeader(b, nodes, id)
+		target[i] = waitLeader(b, nodes, id)
 	}
-	value := make([]byte, 256)
-	lat := make([][]time.Duration, clients)
-	var next, errs atomic.Int64
 	b.ResetTimer()
-	start := time.Now()
-	var wg sync.WaitGroup
-	for w := 0; w < clients; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1)
-				if i > int64(b.N) {
-					return
-				}
-				cmd := &store.Command{Then: []store.Op{{Type: store.OpPut, Key: []byte(fmt.Sprint("k", i%1000)), Value: value}}}
-				t0 := time.Now()
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				_, err := leaders[int(i)%len(leaders)].Apply(ctx, cmd)
-				cancel()
-				if err != nil {
-					errs.Add(1)
-					continue
-				}
-				lat[w] = append(lat[w], time.Since(t0))
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	res, err := bench.Run(context.Background(), target, bench.Config{Workload: "put", Clients: clients, Requests: int64(b.N), Users: 1_000_000})
 	b.StopTimer()
-	var all []time.Duration
-	for _, l := range lat {
-		all = append(all, l...)
+	if err != nil {
+		b.Fatal(err)
 	}
-	if len(all) == 0 {
+	if res.Total.Count == 0 {
 		b.Fatal("no write succeeded")
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	q := func(p float64) float64 { return float64(all[int(p*float64(len(all)-1))].Microseconds()) / 1000 }
-	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "writes/s")
-	b.ReportMetric(q(0.5), "p50-ms")
-	b.ReportMetric(q(0.99), "p99-ms")
-	b.ReportMetric(float64(errs.Load()), "errors")
+	b.ReportMetric(res.Total.Throughput, "writes/s")
+	b.ReportMetric(float64(res.Total.P50Us)/1000, "p50-ms")
+	b.ReportMetric(float64(res.Total.P99Us)/1000, "p99-ms")
+	b.ReportMetric(float64(res.Total.Errors), "errors")
 	b.ReportMetric(0, "ns/op")
 }

@@ -179,21 +179,12 @@ func startLDCD(ctx context.Context, bin, dir string) (bench.Target, func(), erro
 		return nil, nil, err
 	}
 	c := &jepsen.Cluster{Bin: bin, Dir: dir, Args: []string{"--log-level", "warn"}}
+	if err := c.StartNodes(3, "z1", "c1"); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
 	var eps []string
-	for i := 1; i <= 3; i++ {
-		n, err := c.NewNode(fmt.Sprintf("n%d", i), "z1", "c1")
-		if err != nil {
-			c.Close()
-			return nil, nil, err
-		}
-		var join []string
-		if i > 1 {
-			join = []string{c.Nodes[0].Gossip}
-		}
-		if err := c.Start(n, join...); err != nil {
-			c.Close()
-			return nil, nil, err
-		}
+	for _, n := range c.Nodes {
 		eps = append(eps, n.HTTP)
 	}
 	hc := &http.Client{Transport: &http.Transport{

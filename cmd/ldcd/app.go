@@ -143,12 +143,17 @@ func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 
 var endpointsFlag = &cli.StringSliceFlag{Name: "endpoints", Value: cli.NewStringSlice("127.0.0.1:7070"), EnvVars: env("ENDPOINTS"), Usage: "HTTP addresses of nodes"}
 
-func newClient(c *cli.Context) (*client.Client, error) {
+// endpointsOf returns --endpoints, each value split at commas.
+func endpointsOf(c *cli.Context) []string {
 	var eps []string
 	for _, e := range c.StringSlice("endpoints") {
 		eps = append(eps, strings.Split(e, ",")...)
 	}
-	return client.New(client.Config{Endpoints: eps, Timeout: c.Duration("timeout")})
+	return eps
+}
+
+func newClient(c *cli.Context) (*client.Client, error) {
+	return client.New(client.Config{Endpoints: endpointsOf(c), Timeout: c.Duration("timeout")})
 }
 
 var timeoutFlag = &cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "give up after this long"}

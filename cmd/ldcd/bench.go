@@ -53,10 +53,6 @@ func benchCommand() *cli.Command {
 			if !c.Bool("quiet") {
 				cfg.Progress = os.Stderr
 			}
-			var eps []string
-			for _, e := range c.StringSlice("endpoints") {
-				eps = append(eps, strings.Split(e, ",")...)
-			}
 			// One connection per client and node: HTTP/1.1 carries one
 			// request at a time.
 			hc := &http.Client{Transport: &http.Transport{
@@ -64,7 +60,7 @@ func benchCommand() *cli.Command {
 				MaxIdleConnsPerHost: cfg.Clients + 16,
 				IdleConnTimeout:     90 * time.Second,
 			}}
-			cl, err := client.New(client.Config{Endpoints: eps, Timeout: c.Duration("timeout"), HTTPClient: hc})
+			cl, err := client.New(client.Config{Endpoints: endpointsOf(c), Timeout: c.Duration("timeout"), HTTPClient: hc})
 			if err != nil {
 				return err
 			}
