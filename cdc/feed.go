@@ -50,11 +50,40 @@ func KeyChangeOf(c store.Change) client.KeyChange {
 	return kc
 }
 
+// FeedOptions are what ServeFeed needs besides the source.
+type FeedOptions struct {
+	// Heartbeat is how often a quiet feed reports progress.
+	Heartbeat time.Duration
+	// CommitIndex, if set, is the group's commit index as this replica
+	// knows it; heartbeats carry it so a follower can tell a source that
+	// trails its group from one that is caught up.
+	CommitIndex func() uint64
+	// Current, if set, says whether the source's data is current (a
+	// replica in touch with its leader). A source that is not answers 503
+	// at the start and ends the stream at the next heartbeat, so that
+	// followers move to a source that is.
+	Current func() error
+}
+
 // ServeFeed streams src's changes from index from as NDJSON, flushing each
-// batch, with a heartbeat line every heartbeat while nothing changes. It
+// batch, with a heartbeat line every opts.Heartbeat while nothing changes. It
 // returns when ctx ends or the source fails. A from older than the kept
 // changes answers 410 Gone with the oldest index.
-func ServeFeed(ctx context.Context, w http.ResponseWriter, src Source, from uint64, heartbeat time.Duration, commitIndex func() uint64) error {
+func ServeFeed(ctx context.Context, w http.ResponseWriter, src Source, from uint64, opts FeedOptions) error {
+	current := opts.Current
+	if current == nil {
+		current = func() error { return nil }
+	}
+	commitIndex := opts.CommitIndex
+	if commitIndex == nil {
+		commitIndex = func() uint64 { return 0 }
+	}
+	if err := current(); err != nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return json.NewEncoder(w).Encode(client.ErrorBody{Error: err.Error() + "; follow another replica"})
+	}
 	if _, _, err := src.Changes(from, 1); err != nil {
 		var ce *store.CompactedError
 		if errors.As(err, &ce) {
@@ -74,7 +103,7 @@ func ServeFeed(ctx context.Context, w http.ResponseWriter, src Source, from uint
 		}
 	}
 	flush()
-	tick := time.NewTicker(heartbeat)
+	tick := time.NewTicker(opts.Heartbeat)
 	defer tick.Stop()
 	for {
 		next := src.AppliedChan() // before reading, so no batch is missed
@@ -103,6 +132,9 @@ func ServeFeed(ctx context.Context, w http.ResponseWriter, src Source, from uint
 			return nil
 		case <-next:
 		case <-tick.C:
+			if err := current(); err != nil {
+				return err // the follower moves to another source
+			}
 			ev := client.ChangeEvent{Index: applied, Time: time.Now().UTC(), Heartbeat: true, CommitIndex: commitIndex()}
 			if err := enc.Encode(ev); err != nil {
 				return err

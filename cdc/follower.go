@@ -45,8 +45,10 @@ type FollowerStatus struct {
 	// SourceIndex is the source's applied index at its last heartbeat.
 	SourceIndex uint64 `json:"source_index"`
 	// LagIndex is how many entries the copy trails the source by;
-	// LagMs how old the newest applied change was when applied, or 0
-	// once caught up with the source.
+	// LagMs is 0 while the copy holds everything its group has
+	// committed (as of the source's last heartbeat), and otherwise how
+	// old the newest change it holds is (or how long since it was last
+	// current), growing while nothing arrives.
 	LagIndex  uint64 `json:"lag_index"`
 	LagMs     int64  `json:"lag_ms"`
 	Snapshots int    `json:"snapshots"`
@@ -58,8 +60,17 @@ type Follower struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex // guards status
+	mu     sync.Mutex // guards status and behindSince
 	status FollowerStatus
+	// behindSince is zero while the copy is known to be current (its
+	// source's last heartbeat found it holding everything the group had
+	// committed); otherwise the append time of the newest change it holds,
+	// or when it was last known current: its lag grows from there.
+	behindSince time.Time
+	currentAt   time.Time // when a heartbeat last found the copy current
+	// unknown is set at each connection until the first record or
+	// heartbeat tells how current the copy is.
+	unknown bool
 }
 
 // StartFollower starts following. Close stops it.
@@ -90,6 +101,9 @@ func (f *Follower) Status() FollowerStatus {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st := f.status
+	if !f.behindSince.IsZero() {
+		st.LagMs = max(time.Since(f.behindSince).Milliseconds(), 0)
+	}
 	st.AppliedIndex = f.cfg.Store.AppliedIndex()
 	if st.SourceIndex > st.AppliedIndex {
 		st.LagIndex = st.SourceIndex - st.AppliedIndex
@@ -99,12 +113,16 @@ func (f *Follower) Status() FollowerStatus {
 	return st
 }
 
-// Lag returns how stale the copy may be: zero when caught up with the
-// source's last heartbeat, the age of the last applied change otherwise,
-// and unbounded while disconnected.
+// Lag returns how stale the copy may be: zero when the source's last
+// heartbeat found it holding everything the group had committed; otherwise
+// the age of the newest change it holds (or of the moment it was last
+// current), which grows while nothing arrives; unbounded while disconnected.
 func (f *Follower) Lag() time.Duration {
 	st := f.Status()
-	if !st.Connected {
+	f.mu.Lock()
+	unknown := f.unknown
+	f.mu.Unlock()
+	if !st.Connected || unknown {
 		return time.Duration(1<<63 - 1)
 	}
 	return time.Duration(st.LagMs) * time.Millisecond
@@ -189,6 +207,9 @@ func (f *Follower) stream(ctx context.Context, src string) error {
 		return fmt.Errorf("cdc: %s: status %d", u, resp.StatusCode)
 	}
 	f.setStatus(func(s *FollowerStatus) { s.Source, s.Connected = src, true })
+	f.mu.Lock()
+	f.unknown = true
+	f.mu.Unlock()
 	// A source that goes quiet (paused, partitioned) is abandoned.
 	alive := make(chan struct{}, 1)
 	go func() {
@@ -268,8 +289,9 @@ func (f *Follower) stream(ctx context.Context, src string) error {
 				return err
 			}
 			now := time.Now()
-			lag := now.Sub(recs[len(recs)-1].Time)
-			f.setStatus(func(s *FollowerStatus) { s.LagMs = max(lag.Milliseconds(), 0) })
+			f.mu.Lock()
+			f.behindSince, f.unknown = recs[len(recs)-1].Time, false
+			f.mu.Unlock()
 			if f.cfg.OnApply != nil {
 				for _, r := range recs {
 					f.cfg.OnApply(now.Sub(r.Time))
@@ -282,12 +304,22 @@ func (f *Follower) stream(ctx context.Context, src string) error {
 			if err := f.cfg.Store.AdvanceApplied(heartbeat.Index); err != nil {
 				return err
 			}
-			f.setStatus(func(s *FollowerStatus) {
-				s.SourceIndex = heartbeat.Index
-				if f.cfg.Store.AppliedIndex() >= heartbeat.Index {
-					s.LagMs = 0
+			// The copy is current only if the source itself holds all
+			// its group has committed (a replica still catching up does
+			// not).
+			current := f.cfg.Store.AppliedIndex() >= heartbeat.Index && heartbeat.CommitIndex <= heartbeat.Index
+			f.mu.Lock()
+			f.status.SourceIndex, f.unknown = heartbeat.Index, false
+			switch {
+			case current:
+				f.behindSince, f.currentAt = time.Time{}, time.Now()
+			case f.behindSince.IsZero():
+				f.behindSince = f.currentAt
+				if f.behindSince.IsZero() {
+					f.behindSince = time.Now()
 				}
-			})
+			}
+			f.mu.Unlock()
 		}
 	}
 	select {

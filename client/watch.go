@@ -95,7 +95,12 @@ func (c *Client) watchOnce(ctx context.Context, group string, next *uint64, out 
 		json.NewDecoder(resp.Body).Decode(&g)
 		return &CompactedError{Oldest: g.Oldest}
 	default:
-		return fmt.Errorf("ldcd: watch %s: status %d", group, resp.StatusCode)
+		// 503: this replica is not current (restarting, or cut off from
+		// its leader); the next attempt goes elsewhere.
+		c.forget(group, addr)
+		var e ErrorBody
+		json.NewDecoder(resp.Body).Decode(&e)
+		return fmt.Errorf("ldcd: watch %s at %s: status %d: %s", group, addr, resp.StatusCode, e.Error)
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)

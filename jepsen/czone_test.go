@@ -161,6 +161,7 @@ func TestCZoneCopies(t *testing.T) {
 	if err := c.Start(victim); err != nil {
 		t.Fatal(err)
 	}
+	converge("the source back", 5)
 
 	// A gap longer than what the source keeps: cz1 is down while more than
 	// 300 changes happen, then catches up from a snapshot (and cz2, which

@@ -452,6 +452,28 @@ type Status struct {
 	LastContactMs int64 `json:"last_contact_ms"`
 }
 
+// InTouch reports whether this replica's data is current: it is the
+// leader, or a follower that has been replicated to since it started and
+// heard from its leader within a heartbeat timeout. A replica that restarted
+// and has not been caught up yet, or is cut off from its leader, is not, and
+// must not present its data as current (a change feed source, for one).
+func (g *Group) InTouch() error {
+	if g.raft.State() == raft.Leader {
+		return nil
+	}
+	if g.raft.CommitIndex() == 0 {
+		return fmt.Errorf("raftgroup: %s: this replica has not been replicated to since it started", g.id)
+	}
+	lc := g.raft.LastContact()
+	if lc.IsZero() {
+		return fmt.Errorf("raftgroup: %s: this replica has not heard from a leader since it started", g.id)
+	}
+	if ago := time.Since(lc); ago > g.host.cfg.HeartbeatTimeout {
+		return fmt.Errorf("raftgroup: %s: this replica last heard from its leader %v ago", g.id, ago.Round(time.Millisecond))
+	}
+	return nil
+}
+
 // IsLeader reports whether this replica is the group's leader now.
 func (g *Group) IsLeader() bool { return g.raft.State() == raft.Leader }
 

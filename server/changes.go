@@ -48,13 +48,20 @@ func (s *Server) handleChanges(w http.ResponseWriter, r *http.Request) {
 		from = max(v, 1)
 	}
 	var src *store.Store
-	commit := func() uint64 { return 0 }
+	opts := cdc.FeedOptions{Heartbeat: feedHeartbeat}
 	if g, ok := s.host.Group(gid); ok {
 		src = g.Store()
-		commit = func() uint64 { return g.Raft().CommitIndex() }
-	} else if _, st := s.czone(); st != nil && gid == placement.GlobalGroup {
+		opts.CommitIndex = g.Raft().CommitIndex
+		opts.Current = g.InTouch
+	} else if f, st := s.czone(); st != nil && gid == placement.GlobalGroup {
 		src = st // a CZone copy feeds other copies (cascading)
-		commit = st.AppliedIndex
+		opts.CommitIndex = func() uint64 { return f.Status().SourceIndex }
+		opts.Current = func() error {
+			if !f.Status().Connected {
+				return errors.New("this CZone copy is not following a source now")
+			}
+			return nil
+		}
 	} else {
 		s.redirectToReplica(w, r, gid)
 		return
@@ -63,7 +70,7 @@ func (s *Server) handleChanges(w http.ResponseWriter, r *http.Request) {
 	if snapshot {
 		err = cdc.ServeSnapshot(w, src, nil)
 	} else {
-		err = cdc.ServeFeed(r.Context(), w, src, from, feedHeartbeat, commit)
+		err = cdc.ServeFeed(r.Context(), w, src, from, opts)
 	}
 	if err != nil && !errors.Is(err, store.ErrClosed) && r.Context().Err() == nil {
 		s.logger.Debug("change feed ended", "group", gid, "error", err)
