@@ -4,8 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ldcd/ldcd/bench"
 	"github.com/ldcd/ldcd/store"
@@ -26,6 +32,7 @@ func BenchmarkApply(b *testing.B) {
 		{"log=bolt,state=nosync", func(c *Config) { c.LogStore = LogBolt }},
 		{"log=wal,state=nosync", func(c *Config) { c.LogStore = LogWAL }},
 		{"log=bolt,state=nosync,maxappend=512", func(c *Config) { c.LogStore = LogBolt; c.MaxAppendEntries = 512 }},
+		{"log=wal,state=nosync,nopipeline", func(c *Config) { c.LogStore = LogWAL; c.noPipeline = true }},
 	}
 	for _, v := range variants {
 		b.Run(v.name, func(b *testing.B) { benchApply(b, 10, 64, v.tune) })
@@ -77,4 +84,104 @@ func benchApply(b *testing.B, groups, clients int, tune func(*Config)) {
 	b.ReportMetric(float64(res.Total.P99Us)/1000, "p99-ms")
 	b.ReportMetric(float64(res.Total.Errors), "errors")
 	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkDurableAppend asks whether a log shared by all groups of a node
+// (one flush for many groups' appends) would beat a log per group: 10
+// writers, each appending 4 KiB blocks to a preallocated file of its own
+// and waiting until they are durable, either by fdatasync of its own file
+// (what a log per group does) or by joining one syncfs of the whole file
+// system that covers every writer waiting (group commit, the best a shared
+// log could do). `go test -run '^$' -bench DurableAppend ./raftgroup`.
+func BenchmarkDurableAppend(b *testing.B) {
+	for _, mode := range []string{"fdatasync-per-file", "syncfs-group-commit"} {
+		b.Run(mode, func(b *testing.B) {
+			dir := b.TempDir()
+			const writers = 10
+			files := make([]*os.File, writers)
+			for i := range files {
+				f, err := os.OpenFile(filepath.Join(dir, fmt.Sprint(i)), os.O_CREATE|os.O_RDWR, 0o644)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer f.Close()
+				if err := unix.Fallocate(int(f.Fd()), 0, 0, 256<<20); err != nil {
+					b.Skip("no fallocate here:", err)
+				}
+				f.Sync()
+				files[i] = f
+			}
+			d, err := os.Open(dir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer d.Close()
+			gc := &groupCommit{fd: int(d.Fd())}
+			gc.cond = sync.NewCond(&gc.mu)
+			var next atomic.Int64
+			block := make([]byte, 4096)
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			for _, f := range files {
+				wg.Add(1)
+				go func(f *os.File) {
+					defer wg.Done()
+					for off := int64(0); next.Add(1) <= int64(b.N); off = (off + 4096) % (256 << 20) {
+						if _, err := f.WriteAt(block, off); err != nil {
+							b.Error(err)
+							return
+						}
+						var err error
+						if mode == "fdatasync-per-file" {
+							err = unix.Fdatasync(int(f.Fd()))
+						} else {
+							err = gc.sync()
+						}
+						if err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}(f)
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "appends/s")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// groupCommit makes writes durable with one syncfs for every caller that
+// arrived before it started.
+type groupCommit struct {
+	fd            int
+	mu            sync.Mutex
+	cond          *sync.Cond
+	started, done uint64
+	running       bool
+}
+
+func (g *groupCommit) sync() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	want := g.started + 1 // a syncfs that starts from now on covers our write
+	for g.done < want {
+		if g.running {
+			g.cond.Wait()
+			continue
+		}
+		g.running = true
+		g.started++
+		gen := g.started
+		g.mu.Unlock()
+		err := unix.Syncfs(g.fd)
+		g.mu.Lock()
+		g.running, g.done = false, gen
+		g.cond.Broadcast()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -105,6 +105,10 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 		Logger:  hlog,
 	})
 	closers = append(closers, g.trans.Close)
+	var trans raft.Transport = g.trans
+	if h.cfg.noPipeline {
+		trans = unpipelined{g.trans}
+	}
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(h.cfg.NodeID)
@@ -132,7 +136,7 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 	if err != nil {
 		return nil, fmt.Errorf("raftgroup: %w", err)
 	}
-	g.raft, err = raft.NewRaft(rc, g.fsm, logs, g.logs, snaps, g.trans)
+	g.raft, err = raft.NewRaft(rc, g.fsm, logs, g.logs, snaps, trans)
 	if err != nil {
 		return nil, fmt.Errorf("raftgroup: start raft: %w", err)
 	}
@@ -235,6 +239,14 @@ func (g *Group) watchLeadership() {
 			}
 		}
 	}
+}
+
+// unpipelined is a NetworkTransport without AppendEntries pipelining:
+// replication then waits for each answer before sending the next batch.
+type unpipelined struct{ *raft.NetworkTransport }
+
+func (unpipelined) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
+	return nil, raft.ErrPipelineReplicationNotSupported
 }
 
 // ID returns the group id.

@@ -80,6 +80,11 @@ type Config struct {
 	// and the log (store.Options.NoSync).
 	SyncState bool
 
+	// noPipeline makes replication wait for each AppendEntries answer
+	// before sending the next (hashicorp/raft's behaviour when a transport
+	// has no pipeline); BenchmarkApply measures pipelining with it.
+	noPipeline bool
+
 	// OnApply, if set, is called after each batch applied by any group. It
 	// runs on that group's apply goroutine and must not block.
 	OnApply func(group string, index uint64)

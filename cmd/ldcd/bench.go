@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -36,6 +37,7 @@ func benchCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the key sequence"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress line"},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the load generator itself to this file (go tool pprof)"},
 		),
 		Action: func(c *cli.Context) error {
 			cfg := bench.Config{
@@ -52,6 +54,17 @@ func benchCommand() *cli.Command {
 			}
 			if !c.Bool("quiet") {
 				cfg.Progress = os.Stderr
+			}
+			if path := c.String("cpuprofile"); path != "" {
+				f, err := os.Create(path)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
 			}
 			// One connection per client and node: HTTP/1.1 carries one
 			// request at a time.
