@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -402,4 +403,53 @@ func TestPeerReachableAfterRemoveAndReAdd(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the re-added peer to be reachable", 10*time.Second, func() bool { return l.PeerReachable(v.name) })
+}
+
+// TestInTouch: a replica's data counts as current only while it is the
+// leader or a follower in touch with one: not once it has lost its leader,
+// and not after a restart until a leader has replicated to it.
+func TestInTouch(t *testing.T) {
+	nodes := threeNodes(t, nil)
+	bootstrap(t, nodes, "g-00-09")
+	applyRetry(t, nodes, "g-00-09", putCmd("k", "v"))
+	for _, n := range nodes {
+		g, _ := n.h.Group("g-00-09")
+		waitFor(t, n.name+" in touch", 5*time.Second, func() bool { return g.InTouch() == nil })
+	}
+	l := waitLeader(t, nodes, "g-00-09")
+	var last *testNode
+	for _, n := range nodes {
+		if g, _ := n.h.Group("g-00-09"); g != l && last == nil {
+			last = n
+		}
+	}
+
+	// The leader and the other follower go: the last one loses touch.
+	for _, n := range nodes {
+		if n != last {
+			n.h.Close()
+		}
+	}
+	g, _ := last.h.Group("g-00-09")
+	waitFor(t, last.name+" to lose touch", 5*time.Second, func() bool { return g.InTouch() != nil })
+	t.Logf("cut off: %v", g.InTouch())
+
+	// Restarted alone, it has heard from no leader.
+	last.h.Close()
+	last = startNode(t, last.name, last.dir, last.addr, nil)
+	g, _ = last.h.Group("g-00-09")
+	time.Sleep(time.Second)
+	if err := g.InTouch(); err == nil || !strings.Contains(err.Error(), "since it started") {
+		t.Fatalf("a replica restarted without a leader: InTouch() = %v", err)
+	}
+	// The others come back: a leader replicates to it and it is current.
+	for i, n := range nodes {
+		if n.name != last.name {
+			nodes[i] = startNode(t, n.name, n.dir, n.addr, nil)
+		} else {
+			nodes[i] = last
+		}
+	}
+	applyRetry(t, nodes, "g-00-09", putCmd("k", "again"))
+	waitFor(t, last.name+" back in touch", 10*time.Second, func() bool { return g.InTouch() == nil })
 }

@@ -87,6 +87,9 @@ func (s *Server) followPlacementFeed(peers []member) bool {
 			continue
 		}
 		err = s.streamPlacement(m.HTTP, from)
+		if errors.Is(err, errFeedRefused) {
+			continue // not current (restarting, cut off): try the next peer
+		}
 		if err != nil && s.ctx.Err() == nil {
 			s.logger.Debug("placement feed ended", "peer", m.Name, "error", err)
 		}
@@ -94,6 +97,9 @@ func (s *Server) followPlacementFeed(peers []member) bool {
 	}
 	return false
 }
+
+// errFeedRefused is a feed that answered anything but 200.
+var errFeedRefused = errors.New("feed refused")
 
 // refreshPlacement reads the placement once from a peer that holds a copy
 // of the global group.
@@ -154,7 +160,7 @@ func (s *Server) streamPlacement(addr string, from uint64) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("status %d", resp.StatusCode)
+		return fmt.Errorf("%w: status %d", errFeedRefused, resp.StatusCode)
 	}
 	lines := make(chan []byte)
 	errc := make(chan error, 1)
