@@ -60,7 +60,7 @@ type Follower struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex // guards status and behindSince
+	mu     sync.Mutex // guards status, behindSince, currentAt and unknown
 	status FollowerStatus
 	// behindSince is zero while the copy is known to be current (its
 	// source's last heartbeat found it holding everything the group had
