@@ -118,14 +118,16 @@ func (f *Follower) Status() FollowerStatus {
 // the age of the newest change it holds (or of the moment it was last
 // current), which grows while nothing arrives; unbounded while disconnected.
 func (f *Follower) Lag() time.Duration {
-	st := f.Status()
 	f.mu.Lock()
-	unknown := f.unknown
-	f.mu.Unlock()
-	if !st.Connected || unknown {
+	defer f.mu.Unlock()
+	switch {
+	case !f.status.Connected || f.unknown:
 		return time.Duration(1<<63 - 1)
+	case f.behindSince.IsZero():
+		return 0
+	default:
+		return max(time.Since(f.behindSince), 0)
 	}
-	return time.Duration(st.LagMs) * time.Millisecond
 }
 
 func (f *Follower) setStatus(fn func(*FollowerStatus)) {
@@ -189,12 +191,7 @@ func (f *Follower) stream(ctx context.Context, src string) error {
 	from := f.cfg.Store.AppliedIndex() + 1
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	u := "http://" + src + "/v1/changes/" + url.PathEscape(f.cfg.Group) + "?from=" + strconv.FormatUint(from, 10)
-	req, err := http.NewRequestWithContext(sctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := f.cfg.HTTP.Do(req)
+	u, resp, err := f.get(sctx, src, "?from="+strconv.FormatUint(from, 10))
 	if err != nil {
 		return err
 	}
@@ -206,9 +203,8 @@ func (f *Follower) stream(ctx context.Context, src string) error {
 	default:
 		return fmt.Errorf("cdc: %s: status %d", u, resp.StatusCode)
 	}
-	f.setStatus(func(s *FollowerStatus) { s.Source, s.Connected = src, true })
 	f.mu.Lock()
-	f.unknown = true
+	f.status.Source, f.status.Connected, f.unknown = src, true, true
 	f.mu.Unlock()
 	// A source that goes quiet (paused, partitioned) is abandoned.
 	alive := make(chan struct{}, 1)
@@ -330,17 +326,24 @@ func (f *Follower) stream(ctx context.Context, src string) error {
 	}
 }
 
+// get requests the group's feed (suffix "?from=N") or snapshot (suffix
+// "/snapshot") at src and returns the URL it asked, for errors.
+func (f *Follower) get(ctx context.Context, src, suffix string) (string, *http.Response, error) {
+	u := "http://" + src + "/v1/changes/" + url.PathEscape(f.cfg.Group) + suffix
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return u, nil, err
+	}
+	resp, err := f.cfg.HTTP.Do(req)
+	return u, resp, err
+}
+
 // applyBatch bounds the records a follower applies in one transaction.
 const applyBatch = 512
 
 // snapshot replaces the copy with the source's snapshot.
 func (f *Follower) snapshot(ctx context.Context, src string) error {
-	u := "http://" + src + "/v1/changes/" + url.PathEscape(f.cfg.Group) + "/snapshot"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := f.cfg.HTTP.Do(req)
+	u, resp, err := f.get(ctx, src, "/snapshot")
 	if err != nil {
 		return err
 	}
