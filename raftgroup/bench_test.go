@@ -94,61 +94,75 @@ func benchApply(b *testing.B, groups, clients int, tune func(*Config)) {
 // system that covers every writer waiting (group commit, the best a shared
 // log could do). `go test -run '^$' -bench DurableAppend ./raftgroup`.
 func BenchmarkDurableAppend(b *testing.B) {
-	for _, mode := range []string{"fdatasync-per-file", "syncfs-group-commit"} {
-		b.Run(mode, func(b *testing.B) {
-			dir := b.TempDir()
-			const writers = 10
-			files := make([]*os.File, writers)
-			for i := range files {
-				f, err := os.OpenFile(filepath.Join(dir, fmt.Sprint(i)), os.O_CREATE|os.O_RDWR, 0o644)
+	for _, writers := range []int{10, 100} {
+		for _, mode := range []string{"fdatasync-per-file", "syncfs-group-commit", "shared-file-group-commit"} {
+			b.Run(fmt.Sprintf("%s,writers=%d", mode, writers), func(b *testing.B) {
+				dir := b.TempDir()
+				nfiles := writers
+				if mode == "shared-file-group-commit" {
+					nfiles = 1
+				}
+				files := make([]*os.File, nfiles)
+				for i := range files {
+					f, err := os.OpenFile(filepath.Join(dir, fmt.Sprint(i)), os.O_CREATE|os.O_RDWR, 0o644)
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer f.Close()
+					if err := unix.Fallocate(int(f.Fd()), 0, 0, 64<<20); err != nil {
+						b.Skip("no fallocate here:", err)
+					}
+					f.Sync()
+					files[i] = f
+				}
+				d, err := os.Open(dir)
 				if err != nil {
 					b.Fatal(err)
 				}
-				defer f.Close()
-				if err := unix.Fallocate(int(f.Fd()), 0, 0, 256<<20); err != nil {
-					b.Skip("no fallocate here:", err)
+				defer d.Close()
+				gc := &groupCommit{fd: int(d.Fd()), syncFn: unix.Syncfs}
+				if mode == "shared-file-group-commit" {
+					gc.fd, gc.syncFn = int(files[0].Fd()), unix.Fdatasync
 				}
-				f.Sync()
-				files[i] = f
-			}
-			d, err := os.Open(dir)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer d.Close()
-			gc := &groupCommit{fd: int(d.Fd())}
-			gc.cond = sync.NewCond(&gc.mu)
-			var next atomic.Int64
-			block := make([]byte, 4096)
-			b.ResetTimer()
-			start := time.Now()
-			var wg sync.WaitGroup
-			for _, f := range files {
-				wg.Add(1)
-				go func(f *os.File) {
-					defer wg.Done()
-					for off := int64(0); next.Add(1) <= int64(b.N); off = (off + 4096) % (256 << 20) {
-						if _, err := f.WriteAt(block, off); err != nil {
-							b.Error(err)
-							return
+				gc.cond = sync.NewCond(&gc.mu)
+				var next, shared atomic.Int64
+				block := make([]byte, 4096)
+				b.ResetTimer()
+				start := time.Now()
+				var wg sync.WaitGroup
+				for w := 0; w < writers; w++ {
+					f := files[w%nfiles]
+					wg.Add(1)
+					go func(f *os.File) {
+						defer wg.Done()
+						for off := int64(0); next.Add(1) <= int64(b.N); off = (off + 4096) % (64 << 20) {
+							at := off
+							if mode == "shared-file-group-commit" {
+								at = (shared.Add(4096) - 4096) % (64 << 20)
+							}
+							if _, err := f.WriteAt(block, at); err != nil {
+								b.Error(err)
+								return
+							}
+							var err error
+							if mode == "fdatasync-per-file" {
+								err = unix.Fdatasync(int(f.Fd()))
+							} else {
+								err = gc.sync()
+							}
+							if err != nil {
+								b.Error(err)
+								return
+							}
 						}
-						var err error
-						if mode == "fdatasync-per-file" {
-							err = unix.Fdatasync(int(f.Fd()))
-						} else {
-							err = gc.sync()
-						}
-						if err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				}(f)
-			}
-			wg.Wait()
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "appends/s")
-			b.ReportMetric(0, "ns/op")
-		})
+					}(f)
+				}
+				wg.Wait()
+				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "appends/s")
+				b.ReportMetric(float64(gc.done), "flushes")
+				b.ReportMetric(0, "ns/op")
+			})
+		}
 	}
 }
 
@@ -156,6 +170,7 @@ func BenchmarkDurableAppend(b *testing.B) {
 // arrived before it started.
 type groupCommit struct {
 	fd            int
+	syncFn        func(fd int) error
 	mu            sync.Mutex
 	cond          *sync.Cond
 	started, done uint64
@@ -175,7 +190,7 @@ func (g *groupCommit) sync() error {
 		g.started++
 		gen := g.started
 		g.mu.Unlock()
-		err := unix.Syncfs(g.fd)
+		err := g.syncFn(g.fd)
 		g.mu.Lock()
 		g.running, g.done = false, gen
 		g.cond.Broadcast()

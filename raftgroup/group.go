@@ -27,7 +27,8 @@ type Group struct {
 	raft  *raft.Raft
 	fsm   *store.Store
 	logs  logStore
-	trans *raft.NetworkTransport
+	trans *leaseTransport
+	lease *readLease // nil when read leases are off
 
 	readyTerm atomic.Uint64 // the term in which a read barrier completed
 	barrierCh chan struct{} // one barrier at a time (a lock that honours ctx)
@@ -98,17 +99,12 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 	if err != nil {
 		return nil, err
 	}
-	g.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	nt := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  layer,
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
 		Logger:  hlog,
 	})
-	closers = append(closers, g.trans.Close)
-	var trans raft.Transport = g.trans
-	if h.cfg.noPipeline {
-		trans = unpipelined{g.trans}
-	}
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(h.cfg.NodeID)
@@ -130,16 +126,29 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 		return nil, fmt.Errorf("raftgroup: %w", err)
 	}
 	fresh = !fresh
+	if !h.cfg.NoReadLease {
+		g.lease = newReadLease(h.cfg.HeartbeatTimeout / 2)
+	}
+	// A replica with state may have acknowledged a leader that now holds a
+	// lease on it: it does not vote for a heartbeat timeout (lease.go).
+	var quiet time.Duration
+	if !fresh {
+		quiet = h.cfg.HeartbeatTimeout
+	}
+	g.trans = newLeaseTransport(nt, g.lease, quiet, h.cfg.noPipeline)
+	closers = append(closers, g.trans.Close)
 	// Recent entries stay in memory: the leader reads each entry back to
 	// replicate it, and without the cache every read is a pread.
 	logs, err := raft.NewLogCache(logCacheSize, g.logs)
 	if err != nil {
 		return nil, fmt.Errorf("raftgroup: %w", err)
 	}
-	g.raft, err = raft.NewRaft(rc, g.fsm, logs, g.logs, snaps, trans)
+	g.raft, err = raft.NewRaft(rc, g.fsm, logs, g.logs, snaps, g.trans)
 	if err != nil {
 		return nil, fmt.Errorf("raftgroup: start raft: %w", err)
 	}
+	leader := func() raft.ServerID { _, id := g.raft.LeaderWithID(); return id }
+	g.trans.leader.Store(&leader)
 	if fresh && len(bootstrap) > 0 {
 		if err := g.raft.BootstrapCluster(raft.Configuration{Servers: bootstrap}).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			g.raft.Shutdown().Error()
@@ -239,14 +248,6 @@ func (g *Group) watchLeadership() {
 			}
 		}
 	}
-}
-
-// unpipelined is a NetworkTransport without AppendEntries pipelining:
-// replication then waits for each answer before sending the next batch.
-type unpipelined struct{ *raft.NetworkTransport }
-
-func (unpipelined) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
-	return nil, raft.ErrPipelineReplicationNotSupported
 }
 
 // ID returns the group id.
@@ -351,7 +352,21 @@ func (g *Group) ReadBarrier(ctx context.Context) error {
 	if err := g.readBarrier(ctx); err != nil {
 		return err
 	}
+	if g.leased() {
+		return nil
+	}
 	return g.verify.wait(ctx)
+}
+
+// leased reports whether this replica is the leader and holds the read lease
+// of its current term (lease.go).
+func (g *Group) leased() bool {
+	if g.lease == nil || g.raft.State() != raft.Leader {
+		return false
+	}
+	term := g.raft.CurrentTerm()
+	cfg := g.raft.GetConfiguration().Configuration()
+	return g.lease.valid(term, raft.ServerID(g.host.cfg.NodeID), cfg, time.Now()) && g.raft.State() == raft.Leader
 }
 
 // readBarrier makes sure a barrier was applied in the current term.
@@ -390,6 +405,7 @@ type verifier struct {
 	mu      sync.Mutex // guards waiting and running
 	waiting []chan error
 	running bool
+	rounds  atomic.Uint64 // VerifyLeader rounds run, for tests
 }
 
 func (v *verifier) wait(ctx context.Context) error {
@@ -420,6 +436,7 @@ func (v *verifier) run() {
 			return
 		}
 		v.mu.Unlock()
+		v.rounds.Add(1)
 		err := v.g.raft.VerifyLeader().Error()
 		if err != nil {
 			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
@@ -560,6 +577,11 @@ func (g *Group) RemoveServer(ctx context.Context, id string) error {
 // TransferLeadership hands leadership to server id (any voter if id is
 // empty).
 func (g *Group) TransferLeadership(ctx context.Context, id, addr string) error {
+	// The target will be elected without waiting out the followers'
+	// heartbeat timeouts, so the lease ends now, not when it would expire.
+	if g.lease != nil {
+		g.lease.disable(g.raft.CurrentTerm())
+	}
 	var f raft.Future
 	if id == "" {
 		f = g.raft.LeadershipTransfer()

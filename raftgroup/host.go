@@ -79,6 +79,12 @@ type Config struct {
 	// after a machine crash the state is rebuilt from the newest snapshot
 	// and the log (store.Options.NoSync).
 	SyncState bool
+	// NoReadLease makes every linearizable read confirm leadership with a
+	// round of heartbeats. By default a leader holding a read lease (a
+	// quorum acknowledged its heartbeats within half a heartbeat timeout)
+	// serves them at once; the lease needs every node's heartbeat timeout
+	// to be at least half of any other's (lease.go).
+	NoReadLease bool
 
 	// noPipeline makes replication wait for each AppendEntries answer
 	// before sending the next (hashicorp/raft's behaviour when a transport

@@ -1,0 +1,174 @@
+package raftgroup
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// sequentialReads runs n linearizable reads one after another on g and
+// returns how many VerifyLeader rounds they took.
+func sequentialReads(t *testing.T, g *Group, n int) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	before := g.verify.rounds.Load()
+	for i := 0; i < n; i++ {
+		if err := g.ReadBarrier(ctx); err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+	}
+	return g.verify.rounds.Load() - before
+}
+
+func TestReadLease(t *testing.T) {
+	t.Run("a leader with a lease reads without heartbeat rounds", func(t *testing.T) {
+		nodes := threeNodes(t, nil)
+		bootstrap(t, nodes, "g-00-09")
+		applyRetry(t, nodes, "g-00-09", putCmd("k", "v"))
+		l := waitLeader(t, nodes, "g-00-09")
+		waitFor(t, "the lease", 5*time.Second, l.leased)
+		if r := sequentialReads(t, l, 200); r > 5 {
+			t.Fatalf("200 reads under a lease took %d VerifyLeader rounds, want almost none", r)
+		}
+		// A leadership transfer ends the lease for the rest of the term,
+		// even one that fails (to a server that is not a member).
+		if err := l.TransferLeadership(context.Background(), "nobody", "127.0.0.1:1"); err == nil {
+			t.Fatal("transfer to a non-member succeeded")
+		}
+		if l.leased() {
+			t.Fatal("the lease outlived the start of a leadership transfer")
+		}
+		if r := sequentialReads(t, l, 20); r < 20 {
+			t.Fatalf("20 reads after a transfer began took %d VerifyLeader rounds, want one each", r)
+		}
+	})
+	t.Run("without leases every read confirms leadership", func(t *testing.T) {
+		nodes := threeNodes(t, func(c *Config) { c.NoReadLease = true })
+		bootstrap(t, nodes, "g-00-09")
+		applyRetry(t, nodes, "g-00-09", putCmd("k", "v"))
+		l := waitLeader(t, nodes, "g-00-09")
+		if r := sequentialReads(t, l, 50); r < 50 {
+			t.Fatalf("50 reads took %d VerifyLeader rounds, want one each", r)
+		}
+	})
+	t.Run("a restarted replica waits a heartbeat timeout before it votes", func(t *testing.T) {
+		nodes := threeNodes(t, nil)
+		bootstrap(t, nodes, "g-00-09")
+		applyRetry(t, nodes, "g-00-09", putCmd("k", "v"))
+		for i, n := range nodes {
+			if g, _ := n.h.Group("g-00-09"); g.IsLeader() {
+				continue
+			}
+			g, _ := n.h.Group("g-00-09")
+			if !g.trans.quietUntil.Before(time.Now()) {
+				t.Fatal("a freshly bootstrapped replica is not voting")
+			}
+			n.h.Close()
+			restarted := time.Now()
+			nodes[i] = startNode(t, n.name, n.dir, n.addr, nil)
+			g, _ = nodes[i].h.Group("g-00-09")
+			if want := restarted.Add(300 * time.Millisecond); g.trans.quietUntil.Before(want) {
+				t.Fatalf("restarted replica votes from %v, want not before %v", g.trans.quietUntil, want)
+			}
+			break
+		}
+		applyRetry(t, nodes, "g-00-09", putCmd("k", "after"))
+		checkReplicasAgree(t, nodes, "g-00-09")
+	})
+}
+
+// TestLeaseTransportFilter sends real RPCs over TCP to a lease transport:
+// votes are refused until its quiet period ends, and TimeoutNow only comes
+// through from the leader the replica follows.
+func TestLeaseTransportFilter(t *testing.T) {
+	server, err := raft.NewTCPTransport("127.0.0.1:0", nil, 2, time.Second, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lt := newLeaseTransport(server, nil, 500*time.Millisecond, false)
+	defer lt.Close()
+	leader := func() raft.ServerID { return "the-leader" }
+	lt.leader.Store(&leader)
+	go func() {
+		for rpc := range lt.Consumer() {
+			switch rpc.Command.(type) {
+			case *raft.RequestVoteRequest:
+				rpc.Respond(&raft.RequestVoteResponse{Granted: true}, nil)
+			case *raft.TimeoutNowRequest:
+				rpc.Respond(&raft.TimeoutNowResponse{}, nil)
+			}
+		}
+	}()
+	client, err := raft.NewTCPTransport("127.0.0.1:0", nil, 2, time.Second, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	target := server.LocalAddr()
+	vote := func() error {
+		var resp raft.RequestVoteResponse
+		return client.RequestVote("srv", target, &raft.RequestVoteRequest{RPCHeader: raft.RPCHeader{ID: []byte("candidate")}, Term: 2}, &resp)
+	}
+	timeoutNow := func(from string) error {
+		var resp raft.TimeoutNowResponse
+		return client.TimeoutNow("srv", target, &raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{ID: []byte(from)}}, &resp)
+	}
+	if err := vote(); err == nil || !strings.Contains(err.Error(), "not voting yet") {
+		t.Fatalf("vote during the quiet period: %v, want a refusal", err)
+	}
+	if err := timeoutNow("a-former-leader"); err == nil || !strings.Contains(err.Error(), "not the leader") {
+		t.Fatalf("TimeoutNow from a former leader: %v, want a refusal", err)
+	}
+	if err := timeoutNow("the-leader"); err != nil {
+		t.Fatalf("TimeoutNow from the leader: %v", err)
+	}
+	time.Sleep(time.Until(lt.quietUntil))
+	if err := vote(); err != nil {
+		t.Fatalf("vote after the quiet period: %v", err)
+	}
+}
+
+func TestReadLeaseQuorum(t *testing.T) {
+	cfg := raft.Configuration{Servers: []raft.Server{
+		{ID: "a", Suffrage: raft.Voter}, {ID: "b", Suffrage: raft.Voter}, {ID: "c", Suffrage: raft.Voter},
+		{ID: "d", Suffrage: raft.Nonvoter}, {ID: "e", Suffrage: raft.Nonvoter},
+	}}
+	now := time.Now()
+	l := newReadLease(100 * time.Millisecond)
+	if l.valid(3, "a", cfg, now) {
+		t.Fatal("valid with no acknowledgement")
+	}
+	l.ack(3, "d", now)
+	l.ack(3, "e", now)
+	if l.valid(3, "a", cfg, now) {
+		t.Fatal("nonvoters made a quorum")
+	}
+	l.ack(3, "b", now.Add(-150*time.Millisecond))
+	if l.valid(3, "a", cfg, now) {
+		t.Fatal("an acknowledgement older than the lease counted")
+	}
+	l.ack(3, "b", now.Add(-50*time.Millisecond))
+	if !l.valid(3, "a", cfg, now) {
+		t.Fatal("self and a fresh voter are a quorum of three")
+	}
+	if l.valid(4, "a", cfg, now) {
+		t.Fatal("acknowledgements of term 3 counted in term 4")
+	}
+	l.ack(4, "c", now)
+	if l.valid(3, "a", cfg, now) || !l.valid(4, "a", cfg, now) {
+		t.Fatal("a newer term's acknowledgement did not replace the older term's")
+	}
+	l.disable(4)
+	if l.valid(4, "a", cfg, now) {
+		t.Fatal("valid after disable")
+	}
+	var nilLease *readLease
+	if nilLease.valid(4, "a", cfg, now) {
+		t.Fatal("a nil lease is valid")
+	}
+}
