@@ -54,8 +54,8 @@ func TestMeasureIdle(t *testing.T) {
 		name string
 		args []string
 	}{
-		{"hashicorp/raft's 50ms commit timeout", []string{"--commit-timeout", "50ms"}},
-		{"defaults (1s heartbeat, 500ms commit timeout)", nil},
+		{"one RPC per heartbeat (before batching)", []string{"--no-heartbeat-batching"}},
+		{"defaults (1s heartbeat, 500ms commit timeout, batched heartbeats)", nil},
 		{"2s heartbeat and election timeouts", []string{"--heartbeat-timeout", "2s", "--election-timeout", "2s"}},
 	}
 	for _, cfg := range configs {

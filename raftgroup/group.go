@@ -135,7 +135,7 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 	if !fresh {
 		quiet = h.cfg.HeartbeatTimeout
 	}
-	g.trans = newLeaseTransport(nt, g.lease, quiet, h.cfg.noPipeline)
+	g.trans = newLeaseTransport(nt, id, h.hb, !h.cfg.NoHeartbeatBatching, g.lease, quiet, h.cfg.noPipeline)
 	closers = append(closers, g.trans.Close)
 	// Recent entries stay in memory: the leader reads each entry back to
 	// replicate it, and without the cache every read is a pread.

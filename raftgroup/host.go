@@ -85,6 +85,10 @@ type Config struct {
 	// serves them at once; the lease needs every node's heartbeat timeout
 	// to be at least half of any other's (lease.go).
 	NoReadLease bool
+	// NoHeartbeatBatching sends each group's heartbeats as RPCs of their
+	// own. By default the heartbeats bound to one node wait up to a
+	// twentieth of the heartbeat timeout and travel together (heartbeat.go).
+	NoHeartbeatBatching bool
 
 	// noPipeline makes replication wait for each AppendEntries answer
 	// before sending the next (hashicorp/raft's behaviour when a transport
@@ -154,6 +158,7 @@ func CheckGroupID(id string) error {
 type Host struct {
 	cfg Config
 	mux *mux
+	hb  *heartbeats
 
 	mu     sync.Mutex // guards groups and closed
 	groups map[string]*Group
@@ -176,6 +181,12 @@ func New(cfg Config) (*Host, error) {
 		return nil, err
 	}
 	h := &Host{cfg: cfg, mux: m, groups: make(map[string]*Group)}
+	// Batches from peers are answered even when this node sends its own
+	// heartbeats one by one, so nodes may differ in NoHeartbeatBatching.
+	if h.hb, err = newHeartbeats(m, cfg.HeartbeatTimeout/20, 10*time.Second, cfg.Logger); err != nil {
+		m.close()
+		return nil, err
+	}
 	entries, err := os.ReadDir(filepath.Join(cfg.DataDir, "groups"))
 	if err != nil {
 		h.Close()
@@ -285,6 +296,7 @@ func (h *Host) Close() error {
 		}()
 	}
 	wg.Wait()
+	h.hb.close()
 	h.mux.close()
 	return errors.Join(errs...)
 }

@@ -113,10 +113,15 @@ var (
 // consumer channel, so the filter costs one hand-off per other RPC.
 type leaseTransport struct {
 	*raft.NetworkTransport
+	group      string
+	hb         *heartbeats // answers batched heartbeats for this group; nil in tests
+	batch      bool        // send this group's heartbeats through hb
 	noPipeline bool
 	lease      *readLease
 	quietUntil time.Time
 	leader     atomic.Pointer[func() raft.ServerID] // the leader this replica follows, set once raft runs
+
+	heartbeatFn atomic.Pointer[func(raft.RPC)] // raft's heartbeat fast path, for batched heartbeats
 
 	rpcs      chan raft.RPC
 	done      chan struct{}
@@ -124,9 +129,12 @@ type leaseTransport struct {
 	wg        sync.WaitGroup
 }
 
-func newLeaseTransport(t *raft.NetworkTransport, lease *readLease, quiet time.Duration, noPipeline bool) *leaseTransport {
+func newLeaseTransport(t *raft.NetworkTransport, group string, hb *heartbeats, batch bool, lease *readLease, quiet time.Duration, noPipeline bool) *leaseTransport {
 	lt := &leaseTransport{
 		NetworkTransport: t,
+		group:            group,
+		hb:               hb,
+		batch:            batch && hb != nil,
 		noPipeline:       noPipeline,
 		lease:            lease,
 		quietUntil:       time.Now().Add(quiet),
@@ -135,7 +143,21 @@ func newLeaseTransport(t *raft.NetworkTransport, lease *readLease, quiet time.Du
 	}
 	lt.wg.Add(1)
 	go lt.filter()
+	if hb != nil {
+		hb.register(group, lt)
+	}
 	return lt
+}
+
+// SetHeartbeatHandler implements raft.Transport; batched heartbeats use the
+// handler too (heartbeat.go).
+func (t *leaseTransport) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
+	if cb == nil {
+		t.heartbeatFn.Store(nil)
+	} else {
+		t.heartbeatFn.Store(&cb)
+	}
+	t.NetworkTransport.SetHeartbeatHandler(cb)
 }
 
 // Consumer implements raft.Transport.
@@ -176,7 +198,12 @@ func (t *leaseTransport) filter() {
 // the lease from the time the request was sent.
 func (t *leaseTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	sent := time.Now()
-	err := t.NetworkTransport.AppendEntries(id, target, args, resp)
+	var err error
+	if t.batch && isHeartbeat(args) {
+		err = t.hb.call(target, t.group, args, resp)
+	} else {
+		err = t.NetworkTransport.AppendEntries(id, target, args, resp)
+	}
 	if err == nil && t.lease != nil && resp.Success && resp.Term == args.Term {
 		t.lease.ack(args.Term, id, sent)
 	}
@@ -193,7 +220,12 @@ func (t *leaseTransport) AppendEntriesPipeline(id raft.ServerID, target raft.Ser
 
 // Close stops the filter and closes the transport.
 func (t *leaseTransport) Close() error {
-	t.closeOnce.Do(func() { close(t.done) })
+	t.closeOnce.Do(func() {
+		close(t.done)
+		if t.hb != nil {
+			t.hb.unregister(t.group, t)
+		}
+	})
 	err := t.NetworkTransport.Close()
 	t.wg.Wait()
 	return err

@@ -2,6 +2,7 @@ package raftgroup
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -90,7 +91,7 @@ func TestLeaseTransportFilter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lt := newLeaseTransport(server, nil, 500*time.Millisecond, false)
+	lt := newLeaseTransport(server, "g-00-09", nil, false, nil, 500*time.Millisecond, false)
 	defer lt.Close()
 	leader := func() raft.ServerID { return "the-leader" }
 	lt.leader.Store(&leader)
@@ -170,5 +171,68 @@ func TestReadLeaseQuorum(t *testing.T) {
 	var nilLease *readLease
 	if nilLease.valid(4, "a", cfg, now) {
 		t.Fatal("a nil lease is valid")
+	}
+}
+
+// TestHeartbeatBatching runs 20 groups on three nodes: their heartbeats
+// travel in shared frames, and the groups stay stable on them (no
+// elections), with batching, without it, and with one node sending its
+// heartbeats one by one (n2: the leaders, on n0 where the groups were
+// bootstrapped, still batch heartbeats to it, which it must answer).
+func TestHeartbeatBatching(t *testing.T) {
+	ids := make([]string, 20)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("g-%02d", i)
+	}
+	for _, mode := range []string{"on", "off", "mixed"} {
+		t.Run("batching="+mode, func(t *testing.T) {
+			batching := mode != "off"
+			nodes := threeNodes(t, func(c *Config) {
+				c.NoHeartbeatBatching = mode == "off" || (mode == "mixed" && c.NodeID == "n2")
+			})
+			bootstrap(t, nodes, ids...)
+			terms := map[string]uint64{}
+			for _, id := range ids {
+				applyRetry(t, nodes, id, putCmd("k", "v"))
+				terms[id] = waitLeader(t, nodes, id).Status().Term
+			}
+			counts := func() (sent, frames uint64) {
+				for _, n := range nodes {
+					sent, frames = sent+n.h.hb.sent.Load(), frames+n.h.hb.frames.Load()
+				}
+				return sent, frames
+			}
+			sent0, frames0 := counts()
+			time.Sleep(2 * time.Second) // about 13 heartbeat rounds at 300 ms
+			sent, frames := counts()
+			sent, frames = sent-sent0, frames-frames0
+			for _, id := range ids {
+				l := waitLeader(t, nodes, id)
+				if term := l.Status().Term; term != terms[id] {
+					t.Errorf("%s: term moved from %d to %d while idle", id, terms[id], term)
+				}
+				for _, n := range nodes {
+					g, _ := n.h.Group(id)
+					if g != l {
+						if ago := time.Since(g.Raft().LastContact()); ago > 300*time.Millisecond {
+							t.Errorf("%s on %s last heard from its leader %v ago", id, n.name, ago)
+						}
+					}
+				}
+			}
+			if !batching {
+				if sent != 0 {
+					t.Fatalf("%d heartbeats batched with batching off", sent)
+				}
+				return
+			}
+			if sent < 200 {
+				t.Fatalf("%d heartbeats batched in 2s over 20 groups, want hundreds", sent)
+			}
+			if per := float64(sent) / float64(frames); per < 2 {
+				t.Fatalf("%d heartbeats in %d frames (%.1f a frame), want several a frame", sent, frames, per)
+			}
+			t.Logf("%d heartbeats in %d frames", sent, frames)
+		})
 	}
 }

@@ -157,12 +157,18 @@ func (l *streamLayer) Close() error {
 func (l *streamLayer) Addr() net.Addr { return l.m.advertise }
 
 func (l *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return l.m.dial(l.id, address, timeout)
+}
+
+// dial connects to the mux at address and names id as the connection's
+// receiver there.
+func (m *mux) dial(id string, address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
 	conn, err := d.Dial("tcp", string(address))
 	if err != nil {
 		return nil, err
 	}
-	hdr := append([]byte{muxMagic, byte(len(l.id))}, l.id...)
+	hdr := append([]byte{muxMagic, byte(len(id))}, id...)
 	conn.SetWriteDeadline(time.Now().Add(timeout))
 	if _, err := conn.Write(hdr); err != nil {
 		conn.Close()
