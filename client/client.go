@@ -70,8 +70,14 @@ type Config struct {
 	Endpoints []string
 	// Timeout bounds each call when its context has no deadline. Default 10s.
 	Timeout time.Duration
-	// HTTPClient, if set, is used for every request.
+	// HTTPClient, if set, is used for every request that does not go over
+	// frames.
 	HTTPClient *http.Client
+	// NoFrames sends every request as plain HTTP/1.1. By default key-value,
+	// global and transaction requests go over a few multiplexed framed
+	// connections per node (frames.go); nodes that do not serve frames get
+	// plain HTTP.
+	NoFrames bool
 }
 
 // Client talks to an ldcd cluster. It keeps a routing cache, so requests go
@@ -79,8 +85,9 @@ type Config struct {
 // answers for another leader, and retries what is safe to retry: reads, and
 // writes that were definitely not applied. It is safe for concurrent use.
 type Client struct {
-	cfg Config
-	hc  *http.Client
+	cfg    Config
+	hc     *http.Client
+	frames *framePool // nil with NoFrames
 
 	mu        sync.Mutex // guards the fields below
 	endpoints []string
@@ -120,12 +127,18 @@ func New(cfg Config) (*Client, error) {
 			IdleConnTimeout:     90 * time.Second,
 		}}
 	}
+	if !cfg.NoFrames {
+		c.frames = newFramePool(2 * time.Second)
+	}
 	return c, nil
 }
 
-// Close releases idle connections.
+// Close releases idle connections and closes framed ones.
 func (c *Client) Close() error {
 	c.hc.CloseIdleConnections()
+	if c.frames != nil {
+		c.frames.close()
+	}
 	return nil
 }
 
@@ -292,10 +305,27 @@ func (c *Client) do(ctx context.Context, r *request) (*response, error) {
 }
 
 func (c *Client) send(ctx context.Context, addr string, r *request, epoch uint64) (*response, error) {
-	u := "http://" + addr + r.path
+	target := r.path
 	if len(r.query) > 0 {
-		u += "?" + r.query.Encode()
+		target += "?" + r.query.Encode()
 	}
+	if c.frames != nil && FramedPath(r.path) {
+		fc, err := c.frames.conn(ctx, addr)
+		if err == nil {
+			h := http.Header{}
+			if r.body != nil {
+				h.Set("Content-Type", "application/octet-stream")
+			}
+			if r.write && epoch > 0 {
+				h.Set(HeaderEpoch, strconv.FormatUint(epoch, 10))
+			}
+			return fc.do(ctx, r.method, target, h, r.body)
+		}
+		if !errors.Is(err, errNoFrames) {
+			return nil, err
+		}
+	}
+	u := "http://" + addr + target
 	var body io.Reader
 	if r.body != nil {
 		body = bytes.NewReader(r.body)

@@ -33,6 +33,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/v1/kv/{uid}/{key...}", s.handleKV)
 	mux.HandleFunc("/v1/txn/{uid}", s.handleTxn)
 	mux.HandleFunc("/v1/global/{key...}", s.handleGlobal)
+	mux.HandleFunc(client.FramesPath, s.handleFrames)
 	mux.HandleFunc("/v1/cluster", s.handleCluster)
 	mux.HandleFunc("/v1/routing", s.handleRouting)
 	mux.HandleFunc("/v1/changes/{group}", s.handleChanges)
@@ -58,7 +59,8 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
-	return s.instrument(mux)
+	s.handler = s.instrument(mux)
+	return s.handler
 }
 
 // instrument counts requests and turns a panic in a handler into a 500, so a
@@ -103,6 +105,10 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	w.wrote = true
 	return w.ResponseWriter.Write(b)
 }
+
+// Unwrap lets http.ResponseController reach the connection (frames
+// hijack it).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *statusWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {

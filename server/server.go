@@ -38,6 +38,7 @@ type Server struct {
 	mem     *membership
 	httpLn  net.Listener
 	httpSrv *http.Server
+	handler http.Handler // what routes built; framed requests run through it
 	fwd     *http.Client
 	reg     *prometheus.Registry
 	metrics *metrics

@@ -92,6 +92,7 @@ func main() {
 		jsonOut   = flag.String("json", "", "also write every result to this file as JSON")
 		dir       = flag.String("dir", "", "working directory (default: a new temporary one, removed at the end)")
 		only      = flag.String("only", "", "run only this target: ldcd or etcd")
+		noFrames  = flag.Bool("ldcd-no-frames", false, "ldcd's client sends plain HTTP/1.1 instead of framed requests")
 	)
 	flag.Parse()
 	runs, err := parseRuns(*runsFlag)
@@ -122,7 +123,7 @@ func main() {
 		if target == "etcd" {
 			t, closeFn, err = startEtcd(ctx, *etcdBin, filepath.Join(*dir, "etcd"), *conns)
 		} else {
-			t, closeFn, err = startLDCD(ctx, *ldcdBin, filepath.Join(*dir, "ldcd"))
+			t, closeFn, err = startLDCD(ctx, *ldcdBin, filepath.Join(*dir, "ldcd"), *noFrames)
 		}
 		if err != nil {
 			fail(err)
@@ -174,7 +175,7 @@ func fail(err error) {
 
 // startLDCD starts a 3-node ldcd cluster (one zone, the default topology)
 // and waits until every group has three voters and a leader.
-func startLDCD(ctx context.Context, bin, dir string) (bench.Target, func(), error) {
+func startLDCD(ctx context.Context, bin, dir string, noFrames bool) (bench.Target, func(), error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, nil, err
 	}
@@ -191,7 +192,7 @@ func startLDCD(ctx context.Context, bin, dir string) (bench.Target, func(), erro
 		DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: 1024,
 	}}
-	cl, err := client.New(client.Config{Endpoints: eps, HTTPClient: hc})
+	cl, err := client.New(client.Config{Endpoints: eps, HTTPClient: hc, NoFrames: noFrames})
 	if err != nil {
 		c.Close()
 		return nil, nil, err

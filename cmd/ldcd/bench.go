@@ -37,6 +37,7 @@ func benchCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the key sequence"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress line"},
+			&cli.BoolFlag{Name: "no-frames", Usage: "send every request as plain HTTP/1.1 instead of over framed connections"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the load generator itself to this file (go tool pprof)"},
 		),
 		Action: func(c *cli.Context) error {
@@ -73,7 +74,7 @@ func benchCommand() *cli.Command {
 				MaxIdleConnsPerHost: cfg.Clients + 16,
 				IdleConnTimeout:     90 * time.Second,
 			}}
-			cl, err := client.New(client.Config{Endpoints: endpointsOf(c), Timeout: c.Duration("timeout"), HTTPClient: hc})
+			cl, err := client.New(client.Config{Endpoints: endpointsOf(c), Timeout: c.Duration("timeout"), HTTPClient: hc, NoFrames: c.Bool("no-frames")})
 			if err != nil {
 				return err
 			}

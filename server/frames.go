@@ -1,0 +1,163 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/ldcd/ldcd/client"
+)
+
+// maxFramesInFlight bounds the requests one framed connection runs at once;
+// the reader waits for a slot beyond it.
+const maxFramesInFlight = 4096
+
+// handleFrames upgrades the connection to frames (client/frames.go): each
+// request frame runs through the same handlers as plain HTTP, concurrently,
+// and answers are written in batches.
+func (s *Server) handleFrames(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet || !strings.EqualFold(r.Header.Get("Upgrade"), client.FramesProtocol) {
+		w.Header().Set("Upgrade", client.FramesProtocol)
+		writeError(w, http.StatusUpgradeRequired, "GET "+client.FramesPath+" upgrades a connection: send Connection: Upgrade and Upgrade: "+client.FramesProtocol)
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "this connection cannot be upgraded: "+err.Error())
+		return
+	}
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + client.FramesProtocol + "\r\n\r\n")
+	if err := brw.Flush(); err != nil {
+		conn.Close()
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.serveFrames(conn, brw.Reader)
+	}()
+}
+
+func (s *Server) serveFrames(conn net.Conn, r *bufio.Reader) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	go func() {
+		<-ctx.Done()
+		conn.Close()
+	}()
+	var (
+		mu   sync.Mutex // guards out
+		out  []byte
+		kick = make(chan struct{}, 1)
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, maxFramesInFlight)
+	)
+	defer func() {
+		cancel() // stops the writer and closes the connection
+		wg.Wait()
+	}()
+	wg.Add(1)
+	go func() { // the writer: everything answered since its last write, in one write
+		defer wg.Done()
+		var buf []byte
+		for {
+			select {
+			case <-kick:
+			case <-ctx.Done():
+				return
+			}
+			mu.Lock()
+			buf, out = out, buf[:0]
+			mu.Unlock()
+			if len(buf) == 0 {
+				continue
+			}
+			if _, err := conn.Write(buf); err != nil {
+				cancel()
+				return
+			}
+		}
+	}()
+	answer := func(id uint32, code int, h http.Header, body []byte) {
+		mu.Lock()
+		out = client.AppendAnswer(out, id, code, h, body)
+		mu.Unlock()
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	remote, local := conn.RemoteAddr().String(), conn.LocalAddr().String()
+	for {
+		frame, err := client.ReadFrame(r)
+		if err != nil {
+			return
+		}
+		id, method, target, header, body, err := client.ParseRequest(frame)
+		if err != nil {
+			return // the stream is out of step: nothing after this can be trusted
+		}
+		if !client.FramedPath(target) {
+			var b bytes.Buffer
+			rw := &frameWriter{header: http.Header{}, body: &b}
+			writeError(rw, http.StatusBadRequest, "only key-value, global and transaction requests go over frames")
+			answer(id, rw.code, rw.header, b.Bytes())
+			continue
+		}
+		req, err := http.NewRequestWithContext(ctx, method, target, bytes.NewReader(body))
+		if err != nil {
+			var b bytes.Buffer
+			rw := &frameWriter{header: http.Header{}, body: &b}
+			writeError(rw, http.StatusBadRequest, "bad request: "+err.Error())
+			answer(id, rw.code, rw.header, b.Bytes())
+			continue
+		}
+		req.Header = header
+		req.RemoteAddr, req.Host, req.RequestURI = remote, local, target
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			var b bytes.Buffer
+			rw := &frameWriter{header: http.Header{}, body: &b}
+			s.handler.ServeHTTP(rw, req)
+			if rw.code == 0 {
+				rw.code = http.StatusOK
+			}
+			answer(id, rw.code, rw.header, b.Bytes())
+		}()
+	}
+}
+
+// frameWriter collects a handler's answer for one frame.
+type frameWriter struct {
+	header http.Header
+	code   int
+	body   *bytes.Buffer
+}
+
+func (w *frameWriter) Header() http.Header { return w.header }
+
+func (w *frameWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+}
+
+func (w *frameWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.body.Write(b)
+}
+
+func (w *frameWriter) Flush() {}
