@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -251,12 +253,21 @@ func TestThreeNodesSurviveKill9(t *testing.T) {
 	wait()
 	t.Logf("writers: %d acknowledged keys, %d indeterminate, %d definite failures", len(a.want), indeterminate.Load(), failures.Load())
 
-	// The victim restarts, catches up, and every replica of every group
-	// is identical.
+	// The victim restarts (without --join, and without serf's snapshot of
+	// its peers: it must rejoin through the peers it recorded), catches
+	// up, and every replica of every group is identical.
+	if err := os.Remove(filepath.Join(victim.DataDir, "serf", "snapshot")); err != nil {
+		t.Fatal(err)
+	}
+	logBefore, _ := os.ReadFile(victim.LogPath)
 	if err := c.Start(victim); err != nil {
 		t.Fatal(err)
 	}
 	waitReplicated(t, cl, 3, c.Nodes, 60*time.Second)
+	waitFor(t, "the restarted node to rejoin its recorded peers", 30*time.Second, func() (bool, string) {
+		b, _ := os.ReadFile(victim.LogPath)
+		return len(b) > len(logBefore) && strings.Contains(string(b[len(logBefore):]), `msg="joined the cluster"`), "no join logged"
+	})
 	a.verify(t, cl)
 	cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)
 	defer ccancel()

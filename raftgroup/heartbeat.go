@@ -409,7 +409,7 @@ func (h *heartbeats) serve(conn net.Conn) {
 }
 
 // deliver hands one heartbeat to its group's raft the way NetworkTransport
-// does, through the heartbeat handler when raft set one.
+// does, through the heartbeat handler raft set.
 func (h *heartbeats) deliver(group string, req *raft.AppendEntriesRequest) (*raft.AppendEntriesResponse, error) {
 	h.mu.Lock()
 	t := h.handlers[group]
@@ -417,19 +417,14 @@ func (h *heartbeats) deliver(group string, req *raft.AppendEntriesRequest) (*raf
 	if t == nil {
 		return nil, fmt.Errorf("%w: %s", ErrNoGroup, group)
 	}
-	respCh := make(chan raft.RPCResponse, 1)
-	rpc := raft.RPC{Command: req, RespChan: respCh}
-	if fn := t.heartbeatFn.Load(); fn != nil {
-		(*fn)(rpc)
-	} else {
-		select {
-		case t.rpcs <- rpc:
-		case <-t.done:
-			return nil, ErrClosed
-		case <-time.After(h.timeout):
-			return nil, errors.New("raftgroup: heartbeat not taken")
-		}
+	fn := t.heartbeatFn.Load()
+	if fn == nil {
+		return nil, errors.New("raftgroup: group not running yet")
 	}
+	// raft's heartbeat handler answers before it returns, or not at all
+	// (shutting down): never wait on one group, the batch carries others.
+	respCh := make(chan raft.RPCResponse, 1)
+	(*fn)(raft.RPC{Command: req, RespChan: respCh})
 	select {
 	case r := <-respCh:
 		if r.Error != nil {
@@ -440,10 +435,8 @@ func (h *heartbeats) deliver(group string, req *raft.AppendEntriesRequest) (*raf
 			return nil, errors.New("raftgroup: heartbeat answered with something else")
 		}
 		return resp, nil
-	case <-t.done:
-		return nil, ErrClosed
-	case <-time.After(h.timeout):
-		return nil, errors.New("raftgroup: heartbeat not answered")
+	default:
+		return nil, errors.New("raftgroup: group shutting down")
 	}
 }
 

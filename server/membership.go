@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,8 +38,9 @@ func (m member) alive() bool { return m.Status == serf.StatusAlive }
 // membership runs serf: gossip, failure detection, and the tags that carry
 // each node's zone, city and addresses.
 type membership struct {
-	serf   *serf.Serf
-	logger *slog.Logger
+	serf      *serf.Serf
+	logger    *slog.Logger
+	peersPath string
 
 	mu        sync.Mutex // guards downSince
 	downSince map[string]time.Time
@@ -56,6 +58,7 @@ func startMembership(cfg *Config, httpAdv, raftAdv string, onChange func()) (*me
 	}
 	port, _ := strconv.Atoi(portStr)
 	m := &membership{
+		peersPath: filepath.Join(cfg.DataDir, "serf", "peers"),
 		logger:    cfg.Logger.With("component", "serf"),
 		downSince: map[string]time.Time{},
 		onChange:  onChange,
@@ -121,11 +124,50 @@ func (m *membership) watch() {
 				m.logger.Info("membership event", "event", me.Type.String(), "node", mem.Name, "zone", mem.Tags[tagZone])
 			}
 			m.mu.Unlock()
+			m.savePeers()
 			if m.onChange != nil {
 				m.onChange()
 			}
 		}
 	}
+}
+
+// savePeers records the gossip addresses of the other live members, so that
+// a restart without --join can find the cluster even when serf's own
+// snapshot lists nobody (it did after a kill -9 in a Jepsen run).
+func (m *membership) savePeers() {
+	var addrs []string
+	self := m.serf.LocalMember().Name
+	for _, sm := range m.serf.Members() {
+		if sm.Name != self && sm.Status == serf.StatusAlive {
+			addrs = append(addrs, net.JoinHostPort(sm.Addr.String(), strconv.Itoa(int(sm.Port))))
+		}
+	}
+	if len(addrs) == 0 {
+		return // keep what we knew: a lone node still wants its old peers
+	}
+	sort.Strings(addrs)
+	data := []byte(strings.Join(addrs, "\n") + "\n")
+	if old, err := os.ReadFile(m.peersPath); err == nil && string(old) == string(data) {
+		return
+	}
+	tmp := m.peersPath + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		m.logger.Warn("cannot record peers", "error", err)
+		return
+	}
+	if err := os.Rename(tmp, m.peersPath); err != nil {
+		m.logger.Warn("cannot record peers", "error", err)
+	}
+}
+
+// savedPeers returns the gossip addresses savePeers recorded in dataDir.
+func savedPeers(dataDir string) []string {
+	b, err := os.ReadFile(filepath.Join(dataDir, "serf", "peers"))
+	if err != nil {
+		return nil
+	}
+	return strings.Fields(string(b))
 }
 
 // join contacts existing members at addrs.

@@ -39,6 +39,7 @@ type Server struct {
 	httpLn  net.Listener
 	httpSrv *http.Server
 	handler http.Handler // what routes built; framed requests run through it
+	rejoin  []string     // gossip addresses to rejoin at when restarted without --join
 	fwd     *http.Client
 	reg     *prometheus.Registry
 	metrics *metrics
@@ -124,6 +125,9 @@ func newServer(cfg Config) (s *Server, err error) {
 
 	_, statErr := os.Stat(filepath.Join(cfg.DataDir, markerFile))
 	member := statErr == nil // this data dir already belongs to a cluster
+	if member && len(cfg.Join) == 0 {
+		s.rejoin = savedPeers(cfg.DataDir)
+	}
 	_, hasGlobal := s.host.Group(placement.GlobalGroup)
 	if !hasGlobal && len(cfg.Join) == 0 && !member {
 		s.logger.Info("bootstrapping a new cluster")
@@ -215,17 +219,22 @@ func (s *Server) mark() error {
 	return nil
 }
 
-// joinLoop joins the members named by --join, retrying until it succeeds.
+// joinLoop joins the members named by --join (or, on a restart without it,
+// the peers this node last knew), retrying until it succeeds.
 func (s *Server) joinLoop() {
 	defer s.wg.Done()
-	if len(s.cfg.Join) == 0 {
+	addrs := s.cfg.Join
+	if len(addrs) == 0 {
+		addrs = s.rejoin
+	}
+	if len(addrs) == 0 {
 		return
 	}
 	backoff := 500 * time.Millisecond
 	for {
-		err := s.mem.join(s.cfg.Join)
+		err := s.mem.join(addrs)
 		if err == nil {
-			s.logger.Info("joined the cluster", "via", s.cfg.Join)
+			s.logger.Info("joined the cluster", "via", addrs)
 			if err := s.mark(); err != nil {
 				s.logger.Error("cannot write the cluster marker", "error", err)
 			}
