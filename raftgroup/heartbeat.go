@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -63,7 +62,6 @@ type heartbeats struct {
 	layer   *streamLayer
 	delay   time.Duration
 	timeout time.Duration
-	logger  *slog.Logger
 
 	mu       sync.Mutex // guards peers, handlers and closed
 	peers    map[raft.ServerAddress]*hbPeer
@@ -77,9 +75,9 @@ type heartbeats struct {
 	sent, frames atomic.Uint64 // heartbeats and frames sent, for tests
 }
 
-func newHeartbeats(m *mux, delay, timeout time.Duration, logger *slog.Logger) (*heartbeats, error) {
+func newHeartbeats(m *mux, delay, timeout time.Duration) (*heartbeats, error) {
 	h := &heartbeats{
-		m: m, delay: delay, timeout: timeout, logger: logger,
+		m: m, delay: delay, timeout: timeout,
 		peers:    map[raft.ServerAddress]*hbPeer{},
 		handlers: map[string]*leaseTransport{},
 		conns:    map[net.Conn]struct{}{},

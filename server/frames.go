@@ -82,9 +82,16 @@ func (s *Server) serveFrames(conn net.Conn, r *bufio.Reader) {
 			}
 		}
 	}()
-	answer := func(id uint32, code int, h http.Header, body []byte) {
+	// answer runs serve against a fresh writer and queues what it wrote as
+	// the answer to request id.
+	answer := func(id uint32, serve func(http.ResponseWriter)) {
+		rw := &frameWriter{header: http.Header{}}
+		serve(rw)
+		if rw.code == 0 {
+			rw.code = http.StatusOK
+		}
 		mu.Lock()
-		out = client.AppendAnswer(out, id, code, h, body)
+		out = client.AppendAnswer(out, id, rw.code, rw.header, rw.body.Bytes())
 		mu.Unlock()
 		select {
 		case kick <- struct{}{}:
@@ -102,18 +109,14 @@ func (s *Server) serveFrames(conn net.Conn, r *bufio.Reader) {
 			return // the stream is out of step: nothing after this can be trusted
 		}
 		if !client.FramedPath(target) {
-			var b bytes.Buffer
-			rw := &frameWriter{header: http.Header{}, body: &b}
-			writeError(rw, http.StatusBadRequest, "only key-value, global and transaction requests go over frames")
-			answer(id, rw.code, rw.header, b.Bytes())
+			answer(id, func(w http.ResponseWriter) {
+				writeError(w, http.StatusBadRequest, "only key-value, global and transaction requests go over frames")
+			})
 			continue
 		}
 		req, err := http.NewRequestWithContext(ctx, method, target, bytes.NewReader(body))
 		if err != nil {
-			var b bytes.Buffer
-			rw := &frameWriter{header: http.Header{}, body: &b}
-			writeError(rw, http.StatusBadRequest, "bad request: "+err.Error())
-			answer(id, rw.code, rw.header, b.Bytes())
+			answer(id, func(w http.ResponseWriter) { writeError(w, http.StatusBadRequest, "bad request: "+err.Error()) })
 			continue
 		}
 		req.Header = header
@@ -127,13 +130,7 @@ func (s *Server) serveFrames(conn net.Conn, r *bufio.Reader) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			var b bytes.Buffer
-			rw := &frameWriter{header: http.Header{}, body: &b}
-			s.handler.ServeHTTP(rw, req)
-			if rw.code == 0 {
-				rw.code = http.StatusOK
-			}
-			answer(id, rw.code, rw.header, b.Bytes())
+			answer(id, func(w http.ResponseWriter) { s.handler.ServeHTTP(w, req) })
 		}()
 	}
 }
@@ -142,7 +139,7 @@ func (s *Server) serveFrames(conn net.Conn, r *bufio.Reader) {
 type frameWriter struct {
 	header http.Header
 	code   int
-	body   *bytes.Buffer
+	body   bytes.Buffer
 }
 
 func (w *frameWriter) Header() http.Header { return w.header }

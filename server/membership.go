@@ -41,6 +41,7 @@ type membership struct {
 	serf      *serf.Serf
 	logger    *slog.Logger
 	peersPath string
+	saved     string // what savePeers last wrote (only the events goroutine touches it)
 
 	mu        sync.Mutex // guards downSince
 	downSince map[string]time.Time
@@ -148,7 +149,7 @@ func (m *membership) savePeers() {
 	}
 	sort.Strings(addrs)
 	data := []byte(strings.Join(addrs, "\n") + "\n")
-	if old, err := os.ReadFile(m.peersPath); err == nil && string(old) == string(data) {
+	if string(data) == m.saved {
 		return
 	}
 	tmp := m.peersPath + ".tmp"
@@ -158,7 +159,9 @@ func (m *membership) savePeers() {
 	}
 	if err := os.Rename(tmp, m.peersPath); err != nil {
 		m.logger.Warn("cannot record peers", "error", err)
+		return
 	}
+	m.saved = string(data)
 }
 
 // savedPeers returns the gossip addresses savePeers recorded in dataDir.
