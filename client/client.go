@@ -319,6 +319,9 @@ func (c *Client) send(ctx context.Context, addr string, r *request, epoch uint64
 			if r.write && epoch > 0 {
 				h.Set(HeaderEpoch, strconv.FormatUint(epoch, 10))
 			}
+			if d, ok := ctx.Deadline(); ok {
+				h.Set(HeaderFrameTimeout, time.Until(d).String())
+			}
 			return fc.do(ctx, r.method, target, h, r.body)
 		}
 		if !errors.Is(err, errNoFrames) {

@@ -42,6 +42,13 @@ const (
 	MaxFrame = 64 << 20
 )
 
+// HeaderFrameTimeout carries, on a framed request, how long the client
+// still waits for it (Go duration). The server abandons the request when it
+// runs out, as it would a plain HTTP request whose connection the client
+// closed: otherwise a write the client gave up on could still be proposed
+// long after, behind writes the client sent later.
+const HeaderFrameTimeout = "X-Ldc-Frame-Timeout"
+
 // framesPerNode is how many framed connections the client keeps per node:
 // more than one spreads the server's work over its cores.
 const framesPerNode = 4

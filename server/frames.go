@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ldcd/ldcd/client"
 )
@@ -114,8 +115,13 @@ func (s *Server) serveFrames(conn net.Conn, r *bufio.Reader) {
 			})
 			continue
 		}
-		req, err := http.NewRequestWithContext(ctx, method, target, bytes.NewReader(body))
+		rctx, rcancel := ctx, context.CancelFunc(func() {})
+		if d, err := time.ParseDuration(header.Get(client.HeaderFrameTimeout)); err == nil {
+			rctx, rcancel = context.WithTimeout(ctx, d)
+		}
+		req, err := http.NewRequestWithContext(rctx, method, target, bytes.NewReader(body))
 		if err != nil {
+			rcancel()
 			answer(id, func(w http.ResponseWriter) { writeError(w, http.StatusBadRequest, "bad request: "+err.Error()) })
 			continue
 		}
@@ -124,12 +130,14 @@ func (s *Server) serveFrames(conn net.Conn, r *bufio.Reader) {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
+			rcancel()
 			return
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
+			defer rcancel()
 			answer(id, func(w http.ResponseWriter) { s.handler.ServeHTTP(w, req) })
 		}()
 	}
