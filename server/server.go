@@ -34,19 +34,20 @@ type Server struct {
 	httpAdv string
 	raftAdv string
 
-	host    *raftgroup.Host
-	mem     *membership
-	httpLn  net.Listener
-	httpSrv *http.Server
-	handler http.Handler // what routes built; framed requests run through it
-	rejoin  []string     // gossip addresses to rejoin at when restarted without --join
-	fwd     *http.Client
-	reg     *prometheus.Registry
-	metrics *metrics
-	driver  *placement.Driver
-	agent   *placement.Agent
-	pd      *pd
-	leaders leaderCache
+	host      *raftgroup.Host
+	mem       *membership
+	httpLn    net.Listener
+	httpSrv   *http.Server
+	handler   http.Handler // what routes built; framed requests run through it
+	frameWork chan func()  // idle frame workers wait here (frames.go)
+	rejoin    []string     // gossip addresses to rejoin at when restarted without --join
+	fwd       *http.Client
+	reg       *prometheus.Registry
+	metrics   *metrics
+	driver    *placement.Driver
+	agent     *placement.Agent
+	pd        *pd
+	leaders   leaderCache
 
 	czMu     sync.Mutex // guards czStore and follower
 	czStore  *store.Store
@@ -96,6 +97,7 @@ func newServer(cfg Config) (s *Server, err error) {
 		pchanged:      make(chan struct{}),
 		globalApplied: make(chan struct{}, 1),
 		memberChanged: make(chan struct{}, 1),
+		frameWork:     make(chan func()),
 	}
 	raftLn, err := net.Listen("tcp", cfg.RaftAddr)
 	if err != nil {
