@@ -9,7 +9,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -171,7 +173,7 @@ func (s *Server) notReady(p *placement.Placement) string {
 // ?timeout= the client asked for.
 func (s *Server) requestContext(r *http.Request) (context.Context, context.CancelFunc, error) {
 	d := s.cfg.RequestTimeout
-	if t := r.URL.Query().Get("timeout"); t != "" {
+	if t := queryValue(r, "timeout"); t != "" {
 		v, err := time.ParseDuration(t)
 		if err != nil || v <= 0 {
 			return nil, nil, fmt.Errorf("timeout %q: want a positive duration such as 500ms", t)
@@ -180,6 +182,30 @@ func (s *Server) requestContext(r *http.Request) (context.Context, context.Cance
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), d)
 	return ctx, cancel, nil
+}
+
+// queryValue returns the first value of key in r's query, as
+// r.URL.Query().Get(key) does, without building the whole map: a read looks
+// up three parameters, and three parsed maps were 4% of a node's CPU under
+// 64 clients' stale gets.
+func queryValue(r *http.Request, key string) string {
+	q := r.URL.RawQuery
+	for q != "" {
+		var kv string
+		kv, q, _ = strings.Cut(q, "&")
+		if kv == "" || strings.Contains(kv, ";") {
+			continue // url.ParseQuery skips these pairs
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		k, err := url.QueryUnescape(k)
+		if err != nil || k != key {
+			continue
+		}
+		if v, err = url.QueryUnescape(v); err == nil {
+			return v
+		}
+	}
+	return ""
 }
 
 // readBody reads at most limit bytes of r's body, answering 413 if there is
@@ -274,7 +300,6 @@ func (s *Server) handleGlobal(w http.ResponseWriter, r *http.Request) {
 // the key is empty.
 func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request, ks keyspace) {
 	key := []byte(r.PathValue("key"))
-	q := r.URL.Query()
 	if r.Method == http.MethodGet && len(key) == 0 {
 		s.list(w, r, ks)
 		return
@@ -284,7 +309,7 @@ func (s *Server) handleKeys(w http.ResponseWriter, r *http.Request, ks keyspace)
 		return
 	}
 	var cas *uint64
-	if c := q.Get("cas"); c != "" {
+	if c := queryValue(r, "cas"); c != "" {
 		v, err := parseVersion(c)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, "cas: "+err.Error())
@@ -616,7 +641,7 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, ks keyspace, serve
 	}
 	defer cancel()
 	stale := false
-	switch c := r.URL.Query().Get("consistency"); c {
+	switch c := queryValue(r, "consistency"); c {
 	case "", "linearizable":
 	case "stale":
 		stale = true

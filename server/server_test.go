@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -116,6 +117,20 @@ func FuzzDecodeTxn(f *testing.F) {
 			if verr := cmd.Validate(); verr != nil {
 				t.Fatalf("accepted a txn whose command is invalid: %v", verr)
 			}
+		}
+	})
+}
+
+// FuzzQueryValue: queryValue reads the same value as url.Values.Get.
+func FuzzQueryValue(f *testing.F) {
+	for _, q := range []string{"", "consistency=stale", "timeout=1s&consistency=stale", "cas=3&cas=4",
+		"a%3Bb=1&cas=%zz&cas=7", "cas;x=1&cas=2", "c%61s=5", "cas=a+b%20c", "=&&cas", "cas"} {
+		f.Add(q, "cas")
+	}
+	f.Fuzz(func(t *testing.T, raw, key string) {
+		r := &http.Request{URL: &url.URL{RawQuery: raw}}
+		if got, want := queryValue(r, key), r.URL.Query().Get(key); got != want {
+			t.Fatalf("queryValue(%q, %q) = %q, url.Values.Get = %q", raw, key, got, want)
 		}
 	})
 }
