@@ -33,6 +33,7 @@ func BenchmarkApply(b *testing.B) {
 		{"log=wal,state=nosync", func(c *Config) { c.LogStore = LogWAL }},
 		{"log=bolt,state=nosync,maxappend=512", func(c *Config) { c.LogStore = LogBolt; c.MaxAppendEntries = 512 }},
 		{"log=wal,state=nosync,nopipeline", func(c *Config) { c.LogStore = LogWAL; c.noPipeline = true }},
+		{"log=wal,state=nosync,shared-connections", func(c *Config) { c.LogStore = LogWAL; c.SharedConnections = true }},
 	}
 	for _, v := range variants {
 		b.Run(v.name, func(b *testing.B) { benchApply(b, 10, 64, v.tune) })

@@ -89,6 +89,10 @@ type Config struct {
 	// own. By default the heartbeats bound to one node wait up to a
 	// twentieth of the heartbeat timeout and travel together (heartbeat.go).
 	NoHeartbeatBatching bool
+	// SharedConnections carries all of this node's Raft traffic to a peer,
+	// every group's, in one TCP connection (yamux streams, mux.go) instead
+	// of a connection pool per group and peer.
+	SharedConnections bool
 
 	// noPipeline makes replication wait for each AppendEntries answer
 	// before sending the next (hashicorp/raft's behaviour when a transport
@@ -176,7 +180,7 @@ func New(cfg Config) (*Host, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "groups"), 0o755); err != nil {
 		return nil, fmt.Errorf("raftgroup: %w", err)
 	}
-	m, err := newMux(cfg.Listener, cfg.Advertise, cfg.Logger)
+	m, err := newMux(cfg.Listener, cfg.Advertise, cfg.Logger, cfg.SharedConnections)
 	if err != nil {
 		return nil, err
 	}

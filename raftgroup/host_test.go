@@ -229,6 +229,55 @@ func TestManyGroupsOneListener(t *testing.T) {
 	}
 }
 
+// TestSharedConnections: with SharedConnections every group's Raft traffic
+// from one node to another travels in one TCP connection (yamux streams),
+// the groups replicate as before, a restarted peer is reached again, and a
+// node without it talks with nodes that have it.
+func TestSharedConnections(t *testing.T) {
+	for _, mode := range []string{"shared", "mixed", "off"} {
+		t.Run(mode, func(t *testing.T) {
+			nodes := threeNodes(t, func(c *Config) {
+				c.SharedConnections = mode == "shared" || (mode == "mixed" && c.NodeID != "n1")
+			})
+			ids := []string{"g0", "g1", "g2", "g3", "g4", "g5"}
+			bootstrap(t, nodes, ids...)
+			write := func(tag string) {
+				for _, id := range ids {
+					for i := 0; i < 10; i++ {
+						applyRetry(t, nodes, id, putCmd(fmt.Sprintf("k%d", i), tag))
+					}
+				}
+			}
+			write("before")
+			// What the nodes accepted: a session per node pair and
+			// direction when they share connections, a pool per group and
+			// peer when not.
+			var accepted int64
+			for _, n := range nodes {
+				accepted += n.h.mux.accepted.Load()
+			}
+			switch {
+			case mode == "shared" && accepted > 6:
+				t.Errorf("3 nodes sharing connections accepted %d, want at most 6", accepted)
+			case mode == "off" && accepted < int64(2*len(ids)):
+				t.Errorf("3 nodes without shared connections accepted %d for %d groups: the shared check above could not fail", accepted, len(ids))
+			}
+			t.Logf("%s: %d connections accepted", mode, accepted)
+			// Restart a node: its peers' sessions to it failed and are
+			// dialled again.
+			victim := nodes[2]
+			victim.h.Close()
+			nodes[2] = startNode(t, victim.name, victim.dir, victim.addr, func(c *Config) {
+				c.SharedConnections = mode != "off"
+			})
+			write("after")
+			for _, id := range ids {
+				checkReplicasAgree(t, nodes, id)
+			}
+		})
+	}
+}
+
 func TestLeaderKillRestartCatchUp(t *testing.T) {
 	nodes := threeNodes(t, func(c *Config) {
 		c.SnapshotThreshold = 50

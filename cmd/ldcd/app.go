@@ -62,6 +62,7 @@ func startCommand() *cli.Command {
 			&cli.DurationFlag{Name: "commit-timeout", Value: d.Raft.CommitTimeout, EnvVars: env("COMMIT_TIMEOUT"), Usage: "how long a leader with nothing new waits before telling followers the commit index (each tick is an RPC per follower per group)"},
 			&cli.BoolFlag{Name: "no-read-lease", EnvVars: env("NO_READ_LEASE"), Usage: "confirm leadership with a heartbeat round for every linearizable read instead of serving them under a leader's read lease (the lease needs every node's heartbeat timeout to be at least half of any other's)"},
 			&cli.BoolFlag{Name: "no-heartbeat-batching", EnvVars: env("NO_HEARTBEAT_BATCHING"), Usage: "send every group's heartbeats as RPCs of their own instead of batching those bound to one node (up to a twentieth of the heartbeat timeout apart)"},
+			&cli.BoolFlag{Name: "shared-connections", EnvVars: env("SHARED_CONNECTIONS"), Usage: "carry all Raft traffic to a peer, every group's, in one TCP connection (yamux streams) instead of a connection pool per group and peer"},
 			&cli.Uint64Flag{Name: "snapshot-threshold", Value: d.Raft.SnapshotThreshold, EnvVars: env("SNAPSHOT_THRESHOLD"), Usage: "log entries between snapshots of a group"},
 			&cli.Uint64Flag{Name: "trailing-logs", Value: d.Raft.TrailingLogs, EnvVars: env("TRAILING_LOGS"), Usage: "log entries kept after a snapshot"},
 			&cli.StringFlag{Name: "cdc-source", EnvVars: env("CDC_SOURCE"), Usage: "on a CZone node: HTTP address to follow the global group from (default: chosen by city)"},
@@ -101,6 +102,7 @@ func startCommand() *cli.Command {
 			cfg.Raft.LeaderLeaseTimeout = cfg.Raft.HeartbeatTimeout / 2
 			cfg.Raft.NoReadLease = c.Bool("no-read-lease")
 			cfg.Raft.NoHeartbeatBatching = c.Bool("no-heartbeat-batching")
+			cfg.Raft.SharedConnections = c.Bool("shared-connections")
 			cfg.Raft.SnapshotThreshold = c.Uint64("snapshot-threshold")
 			cfg.Raft.TrailingLogs = c.Uint64("trailing-logs")
 			if path := c.String("topology"); path != "" {
