@@ -437,7 +437,9 @@ func (v *verifier) run() {
 		}
 		v.mu.Unlock()
 		v.rounds.Add(1)
+		v.g.trans.verifying.Add(1) // its heartbeats go at once, not after the batch delay
 		err := v.g.raft.VerifyLeader().Error()
+		v.g.trans.verifying.Add(-1)
 		if err != nil {
 			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 				err = v.g.notLeader()

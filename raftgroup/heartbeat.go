@@ -25,11 +25,11 @@ import (
 // NetworkTransport would (the heartbeat fast path), and answers all of them
 // in one frame.
 //
-// The delay costs nothing that waits on it in the normal case: linearizable
-// reads are served under the read lease, which heartbeats renew long before
-// it runs out (every 100-250 ms against a lease of 500 ms by default). A
-// leader without a lease waits for a VerifyLeader round, now up to the
-// batch delay longer.
+// The delay costs nothing that waits on it: linearizable reads are served
+// under the read lease, which heartbeats renew long before it runs out
+// (every 100-250 ms against a lease of 500 ms by default), and the
+// heartbeats of a VerifyLeader round (how a leader without a lease confirms
+// a read) are urgent: they send their batch at once.
 //
 // Only what NetworkTransport itself treats as a heartbeat is batched: an
 // AppendEntries with a term and a leader, no entries, no previous entry and
@@ -73,6 +73,7 @@ type heartbeats struct {
 	wg   sync.WaitGroup
 
 	sent, frames atomic.Uint64 // heartbeats and frames sent, for tests
+	urgentFrames atomic.Uint64 // frames sent before the delay for an urgent heartbeat
 }
 
 func newHeartbeats(m *mux, delay, timeout time.Duration) (*heartbeats, error) {
@@ -128,7 +129,8 @@ func (h *heartbeats) close() {
 
 // call sends one group's heartbeat in the next batch to target and waits
 // for its answer.
-func (h *heartbeats) call(target raft.ServerAddress, group string, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+// An urgent heartbeat (one of a VerifyLeader round) sends its batch at once.
+func (h *heartbeats) call(target raft.ServerAddress, group string, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, urgent bool) error {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -142,7 +144,7 @@ func (h *heartbeats) call(target raft.ServerAddress, group string, req *raft.App
 		go p.run()
 	}
 	h.mu.Unlock()
-	c := &hbCall{group: group, req: req, resp: resp, done: make(chan error, 1)}
+	c := &hbCall{group: group, req: req, resp: resp, urgent: urgent, done: make(chan error, 1)}
 	p.enqueue(c)
 	select {
 	case err := <-c.done:
@@ -153,10 +155,11 @@ func (h *heartbeats) call(target raft.ServerAddress, group string, req *raft.App
 }
 
 type hbCall struct {
-	group string
-	req   *raft.AppendEntriesRequest
-	resp  *raft.AppendEntriesResponse
-	done  chan error
+	group  string
+	req    *raft.AppendEntriesRequest
+	resp   *raft.AppendEntriesResponse
+	urgent bool
+	done   chan error
 }
 
 // hbPeer batches the heartbeats bound to one node. One batch is in flight
@@ -166,12 +169,13 @@ type hbPeer struct {
 	addr raft.ServerAddress
 	kick chan struct{}
 
-	mu    sync.Mutex // guards queue, since and conn
-	queue []*hbCall
-	since time.Time // when the oldest queued call arrived
-	conn  net.Conn
-	r     *bufio.Reader
-	w     *bufio.Writer
+	mu     sync.Mutex // guards queue, since, urgent and conn
+	queue  []*hbCall
+	since  time.Time // when the oldest queued call arrived
+	urgent bool      // an urgent call is queued
+	conn   net.Conn
+	r      *bufio.Reader
+	w      *bufio.Writer
 }
 
 func (p *hbPeer) enqueue(c *hbCall) {
@@ -180,6 +184,7 @@ func (p *hbPeer) enqueue(c *hbCall) {
 		p.since = time.Now()
 	}
 	p.queue = append(p.queue, c)
+	p.urgent = p.urgent || c.urgent
 	p.mu.Unlock()
 	select {
 	case p.kick <- struct{}{}:
@@ -211,16 +216,28 @@ func (p *hbPeer) run() {
 		// the batch is full.
 		p.mu.Lock()
 		wait := p.h.delay - time.Since(p.since)
-		full := len(p.queue) >= hbMaxBatch
+		now := len(p.queue) >= hbMaxBatch || p.urgent
 		p.mu.Unlock()
-		if wait > 0 && !full {
+		if wait > 0 && !now {
 			timer.Reset(wait)
-			select {
-			case <-timer.C:
-			case <-p.h.done:
-				timer.Stop()
-				p.fail(p.take(), ErrClosed)
-				return
+		delay:
+			for {
+				select {
+				case <-timer.C:
+					break delay
+				case <-p.kick: // more queued: an urgent call ends the delay
+					p.mu.Lock()
+					now := len(p.queue) >= hbMaxBatch || p.urgent
+					p.mu.Unlock()
+					if now {
+						timer.Stop()
+						break delay
+					}
+				case <-p.h.done:
+					timer.Stop()
+					p.fail(p.take(), ErrClosed)
+					return
+				}
 			}
 		}
 		batch := p.take()
@@ -249,6 +266,10 @@ func (p *hbPeer) take() []*hbCall {
 	n := min(len(p.queue), hbMaxBatch)
 	batch := p.queue[:n:n]
 	p.queue = p.queue[n:]
+	p.urgent = false
+	for _, c := range p.queue {
+		p.urgent = p.urgent || c.urgent
+	}
 	if len(p.queue) > 0 {
 		p.since = time.Now()
 	} else {
@@ -295,6 +316,12 @@ func (p *hbPeer) roundTrip(batch []*hbCall) error {
 	}
 	p.h.frames.Add(1)
 	p.h.sent.Add(uint64(len(batch)))
+	for _, c := range batch {
+		if c.urgent {
+			p.h.urgentFrames.Add(1)
+			break
+		}
+	}
 	frame, err := readFrame(r)
 	if err != nil {
 		return err

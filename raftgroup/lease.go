@@ -122,6 +122,7 @@ type leaseTransport struct {
 	leader     atomic.Pointer[func() raft.ServerID] // the leader this replica follows, set once raft runs
 
 	heartbeatFn atomic.Pointer[func(raft.RPC)] // raft's heartbeat fast path, for batched heartbeats
+	verifying   atomic.Int32                   // VerifyLeader rounds in progress: heartbeats skip the batch delay
 
 	rpcs      chan raft.RPC
 	done      chan struct{}
@@ -200,7 +201,7 @@ func (t *leaseTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 	sent := time.Now()
 	var err error
 	if t.batch && isHeartbeat(args) {
-		err = t.hb.call(target, t.group, args, resp)
+		err = t.hb.call(target, t.group, args, resp, t.verifying.Load() > 0)
 	} else {
 		err = t.NetworkTransport.AppendEntries(id, target, args, resp)
 	}

@@ -236,3 +236,36 @@ func TestHeartbeatBatching(t *testing.T) {
 		})
 	}
 }
+
+// TestUrgentHeartbeats: the heartbeats of a VerifyLeader round (every
+// linearizable read without a lease) skip the batch delay; an idle group's
+// wait for their batch.
+func TestUrgentHeartbeats(t *testing.T) {
+	nodes := threeNodes(t, func(c *Config) { c.NoReadLease = true })
+	bootstrap(t, nodes, "g")
+	applyRetry(t, nodes, "g", putCmd("k", "v"))
+	l := waitLeader(t, nodes, "g")
+	var host *Host
+	for _, n := range nodes {
+		if g, _ := n.h.Group("g"); g == l {
+			host = n.h
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	before := host.hb.urgentFrames.Load()
+	time.Sleep(time.Second)
+	if n := host.hb.urgentFrames.Load() - before; n != 0 {
+		t.Fatalf("%d urgent frames from an idle group", n)
+	}
+	rounds := l.verify.rounds.Load()
+	for i := 0; i < 50; i++ {
+		if err := l.ReadBarrier(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	urgent := host.hb.urgentFrames.Load() - before
+	if r := l.verify.rounds.Load() - rounds; r == 0 || urgent < r {
+		t.Fatalf("%d VerifyLeader rounds sent %d urgent frames, want one or more each", r, urgent)
+	}
+}
