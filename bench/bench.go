@@ -305,7 +305,13 @@ func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
 				}
 				op := w.pick()
 				uid := w.keys.next()
-				rctx, rcancel := context.WithTimeout(runCtx, cfg.Timeout)
+				// A request's deadline is its own timeout, not the end of
+				// the run: one in flight when the run ends finishes and
+				// counts. Ended with the run, a node that gives up on a
+				// request when its deadline comes (ldcd's framed requests
+				// carry it) answered an error just before the run's end
+				// was seen here, and it counted as a failure.
+				rctx, rcancel := context.WithTimeout(ctx, cfg.Timeout)
 				var err error
 				switch op {
 				case OpPut:
@@ -319,8 +325,8 @@ func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
 				}
 				rcancel()
 				if err != nil {
-					if runCtx.Err() != nil {
-						return // cut short by the end of the run
+					if ctx.Err() != nil {
+						return // the caller ended the run
 					}
 					w.errs[op]++
 					failed.Add(1)
