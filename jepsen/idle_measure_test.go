@@ -57,6 +57,7 @@ func TestMeasureIdle(t *testing.T) {
 		{"one RPC per heartbeat (before batching)", []string{"--no-heartbeat-batching"}},
 		{"defaults (1s heartbeat, 500ms commit timeout, batched heartbeats)", nil},
 		{"2s heartbeat and election timeouts", []string{"--heartbeat-timeout", "2s", "--election-timeout", "2s"}},
+		{"one connection per node pair (--shared-connections)", []string{"--shared-connections"}},
 	}
 	for _, cfg := range configs {
 		dir, err := os.MkdirTemp("", "ldcd-idle-")
