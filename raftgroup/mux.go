@@ -24,7 +24,8 @@ const muxMagic = 'L'
 // each stream of it is one group connection, starting with the header above.
 // A node with SharedConnections keeps one such session per peer, so all its
 // groups' Raft traffic to that peer travels in one TCP connection; a node
-// accepts both kinds whatever its own setting.
+// accepts both kinds whatever its own setting. A stream cannot start a
+// session of its own.
 const sessionMagic = 'Y'
 
 // mux serves one TCP listener for every group of the host: each accepted
@@ -99,7 +100,7 @@ func (m *mux) handshake(conn net.Conn) {
 		conn.Close()
 		return
 	}
-	if hdr[0] == sessionMagic {
+	if _, stream := conn.(closingStream); hdr[0] == sessionMagic && !stream {
 		conn.SetReadDeadline(time.Time{})
 		m.serveSession(conn)
 		return
@@ -186,9 +187,10 @@ func sessionConfig() *yamux.Config {
 // serveSession accepts the streams of a session a peer dialled: each is a
 // group connection with its header.
 func (m *mux) serveSession(conn net.Conn) {
-	s, err := yamux.Server(newBatchConn(conn), sessionConfig())
+	bc := newBatchConn(conn)
+	s, err := yamux.Server(bc, sessionConfig())
 	if err != nil {
-		conn.Close()
+		bc.Close()
 		return
 	}
 	m.smu.Lock()
@@ -246,9 +248,10 @@ func (m *mux) openStream(address string, timeout time.Duration) (net.Conn, error
 			return nil, err
 		}
 		conn.SetWriteDeadline(time.Time{})
-		s, err := yamux.Client(newBatchConn(conn), sessionConfig())
+		bc := newBatchConn(conn)
+		s, err := yamux.Client(bc, sessionConfig())
 		if err != nil {
-			conn.Close()
+			bc.Close()
 			return nil, err
 		}
 		m.smu.Lock()
