@@ -198,11 +198,20 @@ func Actions(v View, p *Placement) []Action {
 	return out
 }
 
-// pin returns a leadership transfer to a reachable voter in g's serving
-// zone, if this node leads g from another zone, or away from this node if it
-// is drained.
+// pin returns a leadership transfer to g's preferred leader, if the planner
+// chose another node; to a reachable voter in g's serving zone, if this node
+// leads g from another zone; or away from this node if it is drained.
 func pin(v View, p *Placement, g *GroupPlacement, members []Member) (Action, bool) {
 	drained := p.Drained(v.Me, v.Zone)
+	// The planner's preferred leader, while it can lead (balanceLeaders).
+	if pref := g.Leader; pref != "" && pref != v.Me && !v.Unreachable[g.ID][pref] && !p.Drained(pref, v.ZoneOf[pref]) &&
+		(g.ServingZone == "" || v.ZoneOf[pref] == g.ServingZone) {
+		for _, m := range members {
+			if m.Node == pref && m.Voter {
+				return Action{Kind: ActTransfer, Group: g.ID, Node: pref}, true
+			}
+		}
+	}
 	if !drained && (g.ServingZone == "" || v.Zone == g.ServingZone) {
 		return Action{}, false
 	}

@@ -64,3 +64,29 @@ func TestActionsPinLeader(t *testing.T) {
 		t.Fatalf("actions %+v, want %+v", got, want)
 	}
 }
+
+func TestActionsPreferredLeader(t *testing.T) {
+	three := []Replica{{Node: "a", Voter: true}, {Node: "b", Voter: true}, {Node: "c", Voter: true}}
+	p := &Placement{Version: 3, Topology: DefaultTopology("z", "c"), Groups: []GroupPlacement{
+		{ID: "g-00-09", ServingZone: "z", Leader: "c", Replicas: three},                                      // to c
+		{ID: "g-10-19", ServingZone: "z", Leader: "b", Replicas: three},                                      // b leads it already
+		{ID: "g-20-29", ServingZone: "z", Leader: "a", Replicas: three},                                      // a is unreachable
+		{ID: "g-30-39", ServingZone: "z", Leader: "c", Replicas: three[:2]},                                  // c is no member
+		{ID: "g-40-49", ServingZone: "z", Replicas: three},                                                   // no preference
+		{ID: "g-50-59", ServingZone: "z", Leader: "a", Replicas: []Replica{{Node: "a"}, three[1], three[2]}}, // a is a learner
+	}}
+	members := []Member{{Node: "a", Voter: true}, {Node: "b", Voter: true}, {Node: "c", Voter: true}}
+	v := View{
+		Me: "b", Zone: "z",
+		Local: []string{"g-00-09", "g-10-19", "g-20-29", "g-30-39", "g-40-49", "g-50-59"},
+		Leading: map[string][]Member{"g-00-09": members, "g-10-19": members, "g-20-29": members,
+			"g-30-39": members[:2], "g-40-49": members, "g-50-59": {{Node: "a"}, members[1], members[2]}},
+		ZoneOf:      map[string]string{"a": "z", "b": "z", "c": "z"},
+		Unreachable: map[string]map[string]bool{"g-20-29": {"a": true}},
+	}
+	got := Actions(v, p)
+	want := []Action{{Kind: ActTransfer, Group: "g-00-09", Node: "c"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("actions %+v, want %+v", got, want)
+	}
+}

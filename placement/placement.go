@@ -33,6 +33,12 @@ type GroupPlacement struct {
 	// failback to its owner zone once that zone is ready (set by the
 	// operator's failback command; cleared when done).
 	FailbackRequested bool `json:"failback_requested,omitempty"`
+	// Leader names the node whose replica should lead, chosen by the
+	// planner to spread leaders evenly over the serving zone's nodes; empty:
+	// any node of the serving zone. It is only a preference: while that
+	// node is down, drained, lagging or out of the serving zone, another
+	// leads.
+	Leader string `json:"leader,omitempty"`
 	// Bootstrap names the node that creates the group's first configuration.
 	// Only that node, and only while it is the group's sole replica, may
 	// bootstrap it.

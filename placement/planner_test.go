@@ -61,7 +61,8 @@ func (s *sim) state() ClusterState {
 }
 
 // leaderOf models where Raft and the agents put a group's leader: with a
-// quorum alive, the agents hand leadership to a voter in the serving zone;
+// quorum alive, the agents hand leadership to the preferred leader, else
+// keep it where it is in the serving zone or hand it to a voter there;
 // failing that, the previous leader keeps it while alive; failing that, Raft
 // elects some alive voter (here: the first by name, deliberately not the
 // preferred one, so that the tests see the agents' transfer do the work).
@@ -83,6 +84,13 @@ func (s *sim) leaderOf(g *GroupPlacement) string {
 	}
 	if 2*up <= len(g.Voters()) {
 		return "" // no quorum, no leader
+	}
+	if g.Leader != "" && alive(g.Leader) && (g.ServingZone == "" || s.nodes[g.Leader].Zone == g.ServingZone) {
+		s.leaders[g.ID] = g.Leader
+		return g.Leader
+	}
+	if cur := s.leaders[g.ID]; cur != "" && alive(cur) && g.ServingZone != "" && s.nodes[cur].Zone == g.ServingZone {
+		return cur
 	}
 	for _, r := range g.Replicas {
 		if alive(r.Node) && g.ServingZone != "" && s.nodes[r.Node].Zone == g.ServingZone {
@@ -206,16 +214,16 @@ func TestPlanReplacesDeadNode(t *testing.T) {
 		}
 	}
 	s.kill(victim)
-	// Not yet dead for long enough: nothing moves.
-	if next, _ := Plan(s.p, s.state(), s.opts); next != nil {
-		t.Fatal("planner replaced a node that is down for less than DeadAfter")
+	// Not yet dead for long enough: no replica moves (leaders may).
+	if _, ds := Plan(s.p, s.state(), s.opts); len(replicaDecisions(ds)) > 0 {
+		t.Fatalf("planner replaced a node that is down for less than DeadAfter: %v", ds)
 	}
 	s.now = s.now.Add(s.opts.DeadAfter)
 	ds := s.settle()
 	s.check(3, false)
 	// The replacement was added and promoted before the dead voter left.
 	order := map[string][]string{}
-	for _, d := range ds {
+	for _, d := range replicaDecisions(ds) {
 		order[d.Group] = append(order[d.Group], d.Kind)
 	}
 	for g, kinds := range order {
@@ -232,9 +240,20 @@ func TestPlanKeepsDeadVoterWithoutReplacement(t *testing.T) {
 	s.settle()
 	s.kill("n3")
 	s.now = s.now.Add(time.Hour)
-	if next, ds := Plan(s.p, s.state(), s.opts); next != nil {
+	if _, ds := Plan(s.p, s.state(), s.opts); len(replicaDecisions(ds)) > 0 {
 		t.Fatalf("planner removed a voter with no replacement: %v", ds)
 	}
+}
+
+// replicaDecisions drops the leader balancing decisions from ds.
+func replicaDecisions(ds []Decision) []Decision {
+	var out []Decision
+	for _, d := range ds {
+		if d.Kind != DecideLeader {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 func TestPlanWaitsForConfiguration(t *testing.T) {
@@ -276,7 +295,7 @@ func TestPlanRebalancesOntoNewNode(t *testing.T) {
 	// Every move added and promoted the new replica before removing the old.
 	for _, g := range s.p.Groups {
 		var kinds []string
-		for _, d := range ds {
+		for _, d := range replicaDecisions(ds) {
 			if d.Group == g.ID {
 				kinds = append(kinds, d.Kind)
 			}
@@ -284,5 +303,90 @@ func TestPlanRebalancesOntoNewNode(t *testing.T) {
 		if len(kinds) > 0 && fmt.Sprint(kinds) != fmt.Sprint([]string{DecideRebalance, DecidePromote, DecideRemove}) {
 			t.Errorf("%s: decisions %v, want rebalance, promote, remove", g.ID, kinds)
 		}
+	}
+}
+
+// countLeaders counts the groups each node leads in the sim.
+func (s *sim) countLeaders() map[string]int {
+	c := map[string]int{}
+	for _, st := range s.state().Groups {
+		c[st.Leader]++
+	}
+	return c
+}
+
+func TestPlanSpreadsLeaders(t *testing.T) {
+	s := newSim(t, DefaultTopology("z", "c"), NodeState{Name: "n1", Zone: "z"})
+	s.settle() // every group starts on n1, and n1 keeps leading them
+	s.join("n2", "z")
+	s.join("n3", "z")
+	ds := s.settle()
+	s.check(3, false)
+	c := s.countLeaders()
+	if c["n1"]-c["n3"] > 1 || c["n1"]-c["n2"] > 1 || c["n2"]-c["n3"] > 1 || c["n3"]-c["n2"] > 1 {
+		t.Fatalf("leaders %v after settling (decisions %v)", c, ds)
+	}
+	// One move at a time: a preference not yet carried out blocks the next.
+	var moved string
+	for _, g := range s.p.Groups {
+		if g.Leader != "" {
+			moved = g.ID
+		}
+	}
+	if moved == "" {
+		t.Fatal("no group has a preferred leader")
+	}
+
+	// n3 goes down: its groups elect another leader, and the balance
+	// among n1 and n2 follows; its preferences stay, and it leads them
+	// again when it is back.
+	s.kill("n3")
+	s.settle()
+	c = s.countLeaders()
+	if c["n3"] != 0 || c["n1"]-c["n2"] > 1 || c["n2"]-c["n1"] > 1 {
+		t.Fatalf("leaders %v with n3 down", c)
+	}
+	n := s.nodes["n3"]
+	n.Alive, n.DownSince = true, time.Time{}
+	s.settle()
+	c = s.countLeaders()
+	if c["n3"] == 0 || c["n1"]-c["n3"] > 1 || c["n3"]-c["n1"] > 1 {
+		t.Fatalf("leaders %v after n3 came back", c)
+	}
+
+	// Drained: n2's preferences are dropped.
+	s.p.DrainedNodes = append(s.p.DrainedNodes, "n2")
+	ds = s.settle()
+	for _, g := range s.p.Groups {
+		if g.Leader == "n2" {
+			t.Fatalf("%s keeps drained n2 as its preferred leader (decisions %v)", g.ID, ds)
+		}
+	}
+}
+
+func TestPlanLeaderMoveWaits(t *testing.T) {
+	s := newSim(t, DefaultTopology("z", "c"), NodeState{Name: "n1", Zone: "z"})
+	s.settle()
+	s.join("n2", "z")
+	s.join("n3", "z")
+	// Settle the replicas only: every group is led by n1. The planner asks
+	// for one leader move, and none more while it has not happened.
+	for i := 0; i < 100; i++ {
+		next, ds := Plan(s.p, s.state(), s.opts)
+		if len(replicaDecisions(ds)) == 0 {
+			break
+		}
+		s.p = next
+		for i := range s.p.Groups {
+			s.p.Groups[i].Leader = ""
+		}
+	}
+	st := s.state()
+	next, ds := Plan(s.p, st, s.opts)
+	if next == nil || len(ds) != 1 || ds[0].Kind != DecideLeader {
+		t.Fatalf("decisions %v, want one leader move", ds)
+	}
+	if again, ds := Plan(next, st, s.opts); again != nil {
+		t.Fatalf("a second leader move before the first happened: %v", ds)
 	}
 }
