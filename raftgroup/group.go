@@ -136,6 +136,12 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 		quiet = h.cfg.HeartbeatTimeout
 	}
 	g.trans = newLeaseTransport(nt, id, h.hb, !h.cfg.NoHeartbeatBatching, g.lease, quiet, h.cfg.noPipeline)
+	if !h.cfg.noQuietAppends {
+		// Heartbeats go every 100-200 ms at the default 1 s timeout, and
+		// wait up to 50 ms in a batch: a live follower acknowledged one
+		// within 300 ms.
+		g.trans.contactFresh = 3 * h.cfg.HeartbeatTimeout / 10
+	}
 	closers = append(closers, g.trans.Close)
 	// Recent entries stay in memory: the leader reads each entry back to
 	// replicate it, and without the cache every read is a pread.

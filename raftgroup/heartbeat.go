@@ -154,6 +154,18 @@ func (h *heartbeats) call(target raft.ServerAddress, group string, req *raft.App
 	}
 }
 
+// peerGen reports how many connections the heartbeats to target have
+// dialed; false if none were sent there yet.
+func (h *heartbeats) peerGen(target raft.ServerAddress) (uint64, bool) {
+	h.mu.Lock()
+	p := h.peers[target]
+	h.mu.Unlock()
+	if p == nil {
+		return 0, false
+	}
+	return p.gen.Load(), true
+}
+
 type hbCall struct {
 	group  string
 	req    *raft.AppendEntriesRequest
@@ -168,6 +180,8 @@ type hbPeer struct {
 	h    *heartbeats
 	addr raft.ServerAddress
 	kick chan struct{}
+
+	gen atomic.Uint64 // connections dialed: a new one means the peer may have restarted
 
 	mu     sync.Mutex // guards queue, since, urgent and conn
 	queue  []*hbCall
@@ -299,6 +313,7 @@ func (p *hbPeer) roundTrip(batch []*hbCall) error {
 		p.mu.Lock()
 		p.conn, p.r, p.w = conn, r, w
 		p.mu.Unlock()
+		p.gen.Add(1)
 	}
 	conn.SetDeadline(time.Now().Add(p.h.timeout))
 	var e hbEncoder

@@ -98,6 +98,9 @@ type Config struct {
 	// before sending the next (hashicorp/raft's behaviour when a transport
 	// has no pipeline); BenchmarkApply measures pipelining with it.
 	noPipeline bool
+	// noQuietAppends sends every pipelined AppendEntries to the follower,
+	// even one that carries nothing new (pipeline.go).
+	noQuietAppends bool
 
 	// OnApply, if set, is called after each batch applied by any group. It
 	// runs on that group's apply goroutine and must not block.

@@ -124,6 +124,14 @@ type leaseTransport struct {
 	heartbeatFn atomic.Pointer[func(raft.RPC)] // raft's heartbeat fast path, for batched heartbeats
 	verifying   atomic.Int32                   // VerifyLeader rounds in progress: heartbeats skip the batch delay
 
+	// contactFresh > 0 lets the pipeline answer appends that carry nothing
+	// new (pipeline.go) while this group's heartbeats to the follower were
+	// acknowledged within it.
+	contactFresh time.Duration
+	contactMu    sync.Mutex
+	contact      map[raft.ServerID]heartbeatAck
+	quietAppends atomic.Uint64 // appends answered without the network, for tests
+
 	rpcs      chan raft.RPC
 	done      chan struct{}
 	closeOnce sync.Once
@@ -141,6 +149,7 @@ func newLeaseTransport(t *raft.NetworkTransport, group string, hb *heartbeats, b
 		quietUntil:       time.Now().Add(quiet),
 		rpcs:             make(chan raft.RPC),
 		done:             make(chan struct{}),
+		contact:          map[raft.ServerID]heartbeatAck{},
 	}
 	lt.wg.Add(1)
 	go lt.filter()
@@ -200,15 +209,38 @@ func (t *leaseTransport) filter() {
 func (t *leaseTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	sent := time.Now()
 	var err error
-	if t.batch && isHeartbeat(args) {
+	heartbeat := t.batch && isHeartbeat(args)
+	if heartbeat {
 		err = t.hb.call(target, t.group, args, resp, t.verifying.Load() > 0)
 	} else {
 		err = t.NetworkTransport.AppendEntries(id, target, args, resp)
 	}
-	if err == nil && t.lease != nil && resp.Success && resp.Term == args.Term {
-		t.lease.ack(args.Term, id, sent)
+	if err == nil && resp.Success && resp.Term == args.Term {
+		if t.lease != nil {
+			t.lease.ack(args.Term, id, sent)
+		}
+		if heartbeat && t.contactFresh > 0 {
+			t.contactMu.Lock()
+			t.contact[id] = heartbeatAck{term: args.Term, at: time.Now()}
+			t.contactMu.Unlock()
+		}
 	}
 	return err
+}
+
+// heartbeatAck is the newest batched heartbeat a follower acknowledged.
+type heartbeatAck struct {
+	term uint64
+	at   time.Time
+}
+
+// freshContact reports whether follower id acknowledged a batched heartbeat
+// of term within contactFresh.
+func (t *leaseTransport) freshContact(id raft.ServerID, term uint64) bool {
+	t.contactMu.Lock()
+	a, ok := t.contact[id]
+	t.contactMu.Unlock()
+	return ok && a.term == term && time.Since(a.at) < t.contactFresh
 }
 
 // AppendEntriesPipeline implements raft.Transport.
@@ -216,7 +248,11 @@ func (t *leaseTransport) AppendEntriesPipeline(id raft.ServerID, target raft.Ser
 	if t.noPipeline {
 		return nil, raft.ErrPipelineReplicationNotSupported
 	}
-	return t.NetworkTransport.AppendEntriesPipeline(id, target)
+	p, err := t.NetworkTransport.AppendEntriesPipeline(id, target)
+	if err != nil || !t.batch || t.contactFresh <= 0 {
+		return p, err
+	}
+	return newQuietPipeline(t, id, target, p), nil
 }
 
 // Close stops the filter and closes the transport.
