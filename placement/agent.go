@@ -173,8 +173,12 @@ func Actions(v View, p *Placement) []Action {
 		}
 		out = append(out, Action{Kind: kind, Group: g.ID})
 	}
+	byID := make(map[string]*GroupPlacement, len(p.Groups))
+	for i := range p.Groups {
+		byID[p.Groups[i].ID] = &p.Groups[i]
+	}
 	for _, id := range v.Local {
-		if g, ok := p.Group(id); ok {
+		if g, ok := byID[id]; ok {
 			if _, mine := g.Replica(v.Me); mine {
 				continue
 			}

@@ -155,6 +155,8 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 	}
 	leader := func() raft.ServerID { _, id := g.raft.LeaderWithID(); return id }
 	g.trans.leader.Store(&leader)
+	leading := func(term uint64) bool { return g.raft.State() == raft.Leader && g.raft.CurrentTerm() == term }
+	g.trans.leading.Store(&leading)
 	if fresh && len(bootstrap) > 0 {
 		if err := g.raft.BootstrapCluster(raft.Configuration{Servers: bootstrap}).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			g.raft.Shutdown().Error()
@@ -443,7 +445,7 @@ func (v *verifier) run() {
 		}
 		v.mu.Unlock()
 		v.rounds.Add(1)
-		v.g.trans.verifying.Add(1) // its heartbeats go at once, not after the batch delay
+		v.g.trans.verifying.Add(1) // its heartbeats start a round at once and take no stored answer
 		err := v.g.raft.VerifyLeader().Error()
 		v.g.trans.verifying.Add(-1)
 		if err != nil {

@@ -14,37 +14,52 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Heartbeat batching. hashicorp/raft sends a heartbeat to every follower of
-// every group each tenth of a heartbeat timeout, one RPC each; with 100
-// groups that was most of an idle node's CPU (a write and a read syscall and
-// a msgpack round on both sides, about 90 µs a heartbeat). Here a group's
-// heartbeat waits up to a twentieth of the heartbeat timeout (50 ms by
-// default) for others bound to the same node, and
-// the batch travels as one frame over one connection per node pair; the
-// receiver hands each heartbeat to its group's raft exactly as
-// NetworkTransport would (the heartbeat fast path), and answers all of them
-// in one frame.
+// Coalesced heartbeats. hashicorp/raft sends a heartbeat to every follower
+// of every group each tenth of a heartbeat timeout, one RPC each, from a
+// goroutine per group and follower; with 100 groups that was most of an idle
+// node's CPU (a write and a read syscall and a msgpack round on both sides,
+// about 90 µs a heartbeat).
 //
-// The delay costs nothing that waits on it: linearizable reads are served
-// under the read lease, which heartbeats renew long before it runs out
-// (every 100-250 ms against a lease of 500 ms by default), and the
-// heartbeats of a VerifyLeader round (how a leader without a lease confirms
-// a read) are urgent: they send their batch at once.
+// Here a node sends its peer one frame per round, every 0.15 heartbeat
+// timeouts (150 ms by default), over one connection per node pair. The frame
+// carries a heartbeat for each group this node leads, in the term its raft
+// last asked to heartbeat in, with a follower on that peer. The receiver
+// hands each heartbeat to its group's raft exactly as NetworkTransport would
+// (the heartbeat fast path), and answers all of them in one frame (CockroachDB
+// coalesces heartbeats the same way).
 //
-// Only what NetworkTransport itself treats as a heartbeat is batched: an
-// AppendEntries with a term and a leader, no entries, no previous entry and
-// no commit index.
+// raft's own heartbeat goroutines still ask, on their own schedule. A call
+// is answered at once with its group's answer from the newest round, if that
+// round was sent in the same term within hbFresh (0.25 heartbeat timeouts);
+// otherwise it waits for the next round. So what raft learns is never older
+// than hbFresh: its leader lease check (a quorum heard from within
+// LeaderLeaseTimeout) is off by at most that. The read lease runs from the
+// time the round was sent (lease.go), and rounds every 150 ms renew a lease
+// of 500 ms long before it runs out.
+//
+// The heartbeats of a VerifyLeader round (how a leader without a lease
+// confirms a read) are urgent: they never take a stored answer, and they
+// start a round at once, so the answer comes from a frame sent after the
+// round began.
+//
+// Only what NetworkTransport itself treats as a heartbeat is sent this way:
+// an AppendEntries with a term and a leader, no entries, no previous entry
+// and no commit index.
 
 // hbMuxID names heartbeat connections on the mux; it can never be a group
 // id (CheckGroupID).
 const hbMuxID = "_heartbeats"
 
-// hbMaxBatch bounds the heartbeats in one frame (a full batch is sent at
-// once) and hbMaxFrame the bytes a frame may claim.
+// hbMaxBatch bounds the heartbeats in one frame and hbMaxFrame the bytes a
+// frame may claim.
 const (
 	hbMaxBatch = 512
 	hbMaxFrame = 8 << 20
 )
+
+// hbForget is how long a group stays in the rounds after its raft last
+// asked to heartbeat (it stopped leading, or the follower left).
+const hbForget = time.Second
 
 func isHeartbeat(req *raft.AppendEntriesRequest) bool {
 	leader := req.RPCHeader.Addr
@@ -55,13 +70,14 @@ func isHeartbeat(req *raft.AppendEntriesRequest) bool {
 		len(req.Entries) == 0 && req.LeaderCommitIndex == 0
 }
 
-// heartbeats is a host's batcher: the sending side per peer, the receiving
-// side for the host's groups.
+// heartbeats is a host's heartbeat sender, one hbPeer per peer, and the
+// receiving side for the host's groups.
 type heartbeats struct {
-	m       *mux
-	layer   *streamLayer
-	delay   time.Duration
-	timeout time.Duration
+	m        *mux
+	layer    *streamLayer
+	interval time.Duration // between rounds
+	fresh    time.Duration // how old a stored answer may be
+	timeout  time.Duration
 
 	mu       sync.Mutex // guards peers, handlers and closed
 	peers    map[raft.ServerAddress]*hbPeer
@@ -73,12 +89,13 @@ type heartbeats struct {
 	wg   sync.WaitGroup
 
 	sent, frames atomic.Uint64 // heartbeats and frames sent, for tests
-	urgentFrames atomic.Uint64 // frames sent before the delay for an urgent heartbeat
+	urgentFrames atomic.Uint64 // rounds started at once for an urgent heartbeat
+	stored       atomic.Uint64 // calls answered from a round already made
 }
 
-func newHeartbeats(m *mux, delay, timeout time.Duration) (*heartbeats, error) {
+func newHeartbeats(m *mux, interval, fresh, timeout time.Duration) (*heartbeats, error) {
 	h := &heartbeats{
-		m: m, delay: delay, timeout: timeout,
+		m: m, interval: interval, fresh: fresh, timeout: timeout,
 		peers:    map[raft.ServerAddress]*hbPeer{},
 		handlers: map[string]*leaseTransport{},
 		conns:    map[net.Conn]struct{}{},
@@ -127,31 +144,97 @@ func (h *heartbeats) close() {
 	h.wg.Wait()
 }
 
-// call sends one group's heartbeat in the next batch to target and waits
-// for its answer.
-// An urgent heartbeat (one of a VerifyLeader round) sends its batch at once.
-func (h *heartbeats) call(target raft.ServerAddress, group string, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, urgent bool) error {
+// call answers one heartbeat of group t to target, from the newest round if
+// it is fresh, else from the next one, and returns when the round that
+// answered was sent. An urgent heartbeat (one of a VerifyLeader round)
+// starts a round at once and takes its answer.
+// With stored false, a call always waits for the next round.
+func (h *heartbeats) call(target raft.ServerAddress, t *leaseTransport, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, urgent, stored bool) (time.Time, error) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		return ErrClosed
+		return time.Time{}, ErrClosed
 	}
 	p := h.peers[target]
 	if p == nil {
-		p = &hbPeer{h: h, addr: target, kick: make(chan struct{}, 1)}
+		p = &hbPeer{h: h, addr: target, kick: make(chan struct{}, 1), groups: map[string]*hbGroup{}}
 		h.peers[target] = p
 		h.wg.Add(1)
 		go p.run()
 	}
 	h.mu.Unlock()
-	c := &hbCall{group: group, req: req, resp: resp, urgent: urgent, done: make(chan error, 1)}
-	p.enqueue(c)
+
+	now := time.Now()
+	p.mu.Lock()
+	g := p.groups[t.group]
+	if g == nil {
+		g = &hbGroup{t: t}
+		p.groups[t.group] = g
+	}
+	g.req = *req
+	g.asked = now
+	if stored && !urgent && g.answered && g.err == nil && g.sentTerm == req.Term && now.Sub(g.sent) < h.fresh {
+		*resp = g.resp
+		sent := g.sent
+		p.mu.Unlock()
+		h.stored.Add(1)
+		return sent, nil
+	}
+	c := &hbCall{group: t.group, resp: resp, done: make(chan error, 1)}
+	p.waiting = append(p.waiting, c)
+	wake := urgent || len(p.waiting) == 1 && !g.answered // a new group need not wait a whole interval
+	p.urgent = p.urgent || urgent
+	p.mu.Unlock()
+	if wake {
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}
 	select {
 	case err := <-c.done:
-		return err
+		return c.sent, err
 	case <-h.done:
-		return ErrClosed
+		return time.Time{}, ErrClosed
 	}
+}
+
+// hbGroup is one group's heartbeating to one peer.
+type hbGroup struct {
+	t     *leaseTransport
+	req   raft.AppendEntriesRequest // the newest heartbeat raft asked for
+	asked time.Time                 // when
+
+	// The answer of the newest round that carried it.
+	answered bool
+	sent     time.Time // when that round was sent
+	sentTerm uint64    // the term its heartbeat carried
+	resp     raft.AppendEntriesResponse
+	err      error
+}
+
+type hbCall struct {
+	group string
+	resp  *raft.AppendEntriesResponse
+	sent  time.Time
+	done  chan error
+}
+
+// hbPeer sends the rounds to one node.
+type hbPeer struct {
+	h    *heartbeats
+	addr raft.ServerAddress
+	kick chan struct{}
+
+	gen atomic.Uint64 // connections dialed: a new one means the peer may have restarted
+
+	mu      sync.Mutex // guards groups, waiting, urgent and conn
+	groups  map[string]*hbGroup
+	waiting []*hbCall // calls the next round answers
+	urgent  bool      // an urgent call waits
+	conn    net.Conn
+	r       *bufio.Reader
+	w       *bufio.Writer
 }
 
 // peerGen reports how many connections the heartbeats to target have
@@ -166,46 +249,6 @@ func (h *heartbeats) peerGen(target raft.ServerAddress) (uint64, bool) {
 	return p.gen.Load(), true
 }
 
-type hbCall struct {
-	group  string
-	req    *raft.AppendEntriesRequest
-	resp   *raft.AppendEntriesResponse
-	urgent bool
-	done   chan error
-}
-
-// hbPeer batches the heartbeats bound to one node. One batch is in flight
-// at a time; the next one gathers meanwhile.
-type hbPeer struct {
-	h    *heartbeats
-	addr raft.ServerAddress
-	kick chan struct{}
-
-	gen atomic.Uint64 // connections dialed: a new one means the peer may have restarted
-
-	mu     sync.Mutex // guards queue, since, urgent and conn
-	queue  []*hbCall
-	since  time.Time // when the oldest queued call arrived
-	urgent bool      // an urgent call is queued
-	conn   net.Conn
-	r      *bufio.Reader
-	w      *bufio.Writer
-}
-
-func (p *hbPeer) enqueue(c *hbCall) {
-	p.mu.Lock()
-	if len(p.queue) == 0 {
-		p.since = time.Now()
-	}
-	p.queue = append(p.queue, c)
-	p.urgent = p.urgent || c.urgent
-	p.mu.Unlock()
-	select {
-	case p.kick <- struct{}{}:
-	default:
-	}
-}
-
 func (p *hbPeer) closeConn() {
 	p.mu.Lock()
 	if p.conn != nil {
@@ -217,90 +260,103 @@ func (p *hbPeer) closeConn() {
 
 func (p *hbPeer) run() {
 	defer p.h.wg.Done()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	tick := time.NewTicker(p.h.interval)
+	defer tick.Stop()
 	for {
 		select {
+		case <-tick.C:
 		case <-p.kick:
 		case <-p.h.done:
-			p.fail(p.take(), ErrClosed)
+			p.mu.Lock()
+			waiting := p.waiting
+			p.waiting = nil
+			p.mu.Unlock()
+			for _, c := range waiting {
+				c.done <- ErrClosed
+			}
 			return
 		}
-		// Wait out the batch delay from the oldest heartbeat queued, unless
-		// the batch is full.
-		p.mu.Lock()
-		wait := p.h.delay - time.Since(p.since)
-		now := len(p.queue) >= hbMaxBatch || p.urgent
-		p.mu.Unlock()
-		if wait > 0 && !now {
-			timer.Reset(wait)
-		delay:
-			for {
-				select {
-				case <-timer.C:
-					break delay
-				case <-p.kick: // more queued: an urgent call ends the delay
-					p.mu.Lock()
-					now := len(p.queue) >= hbMaxBatch || p.urgent
-					p.mu.Unlock()
-					if now {
-						timer.Stop()
-						break delay
-					}
-				case <-p.h.done:
-					timer.Stop()
-					p.fail(p.take(), ErrClosed)
-					return
-				}
-			}
-		}
-		batch := p.take()
-		if len(batch) == 0 {
+		p.round()
+	}
+}
+
+// hbItem is one heartbeat of a round.
+type hbItem struct {
+	g    *hbGroup
+	name string
+	req  raft.AppendEntriesRequest
+	resp raft.AppendEntriesResponse
+	err  error
+}
+
+// round sends one frame with the heartbeat of every group that still leads
+// in the term it last asked to heartbeat in, or has a call waiting, and
+// hands out the answers.
+func (p *hbPeer) round() {
+	now := time.Now()
+	p.mu.Lock()
+	waiting := p.waiting
+	p.waiting = nil
+	urgent := p.urgent
+	p.urgent = false
+	wanted := map[string]bool{}
+	for _, c := range waiting {
+		wanted[c.group] = true
+	}
+	var items []*hbItem
+	for name, g := range p.groups {
+		switch {
+		case wanted[name]:
+		case now.Sub(g.asked) > hbForget:
+			delete(p.groups, name)
+			continue
+		case !g.t.leads(g.req.Term):
 			continue
 		}
-		if err := p.roundTrip(batch); err != nil {
-			p.closeConn()
-			p.fail(batch, err)
-		}
-		p.mu.Lock()
-		more := len(p.queue) > 0
-		p.mu.Unlock()
-		if more {
-			select {
-			case p.kick <- struct{}{}:
-			default:
-			}
-		}
+		items = append(items, &hbItem{g: g, name: name, req: g.req})
 	}
-}
-
-func (p *hbPeer) take() []*hbCall {
+	p.mu.Unlock()
+	if len(items) == 0 && len(waiting) == 0 {
+		return
+	}
+	if urgent {
+		p.h.urgentFrames.Add(1)
+	}
+	sent := time.Now()
+	var err error
+	for i := 0; i < len(items) && err == nil; i += hbMaxBatch {
+		err = p.roundTrip(items[i:min(i+hbMaxBatch, len(items))])
+	}
+	if err != nil {
+		p.closeConn()
+	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := min(len(p.queue), hbMaxBatch)
-	batch := p.queue[:n:n]
-	p.queue = p.queue[n:]
-	p.urgent = false
-	for _, c := range p.queue {
-		p.urgent = p.urgent || c.urgent
+	byName := make(map[string]*hbItem, len(items))
+	for _, it := range items {
+		byName[it.name] = it
+		if err != nil {
+			it.err = err
+		}
+		it.g.answered, it.g.sent, it.g.sentTerm, it.g.resp, it.g.err = true, sent, it.req.Term, it.resp, it.err
 	}
-	if len(p.queue) > 0 {
-		p.since = time.Now()
-	} else {
-		p.queue = nil
+	p.mu.Unlock()
+	for _, c := range waiting {
+		it := byName[c.group]
+		if it == nil {
+			c.done <- errors.New("raftgroup: heartbeat not sent")
+			continue
+		}
+		if it.err == nil {
+			*c.resp = it.resp
+		}
+		c.sent = sent
+		c.done <- it.err
 	}
-	return batch
 }
 
-func (p *hbPeer) fail(batch []*hbCall, err error) {
-	for _, c := range batch {
-		c.done <- err
-	}
-}
-
-// roundTrip sends batch and hands out the answers. Any error leaves the
-// connection unusable.
-func (p *hbPeer) roundTrip(batch []*hbCall) error {
+// roundTrip sends one frame of heartbeats and reads the answers into items.
+// Any error leaves the connection unusable.
+func (p *hbPeer) roundTrip(items []*hbItem) error {
 	p.mu.Lock()
 	conn, r, w := p.conn, p.r, p.w
 	p.mu.Unlock()
@@ -317,55 +373,42 @@ func (p *hbPeer) roundTrip(batch []*hbCall) error {
 	}
 	conn.SetDeadline(time.Now().Add(p.h.timeout))
 	var e hbEncoder
-	e.u64(uint64(len(batch)))
-	for _, c := range batch {
-		e.str(c.group)
-		e.u64(uint64(c.req.ProtocolVersion))
-		e.bytes(c.req.ID)
-		e.bytes(c.req.Addr)
-		e.u64(c.req.Term)
-		e.bytes(c.req.Leader)
+	e.u64(uint64(len(items)))
+	for _, it := range items {
+		e.str(it.name)
+		e.u64(uint64(it.req.ProtocolVersion))
+		e.bytes(it.req.ID)
+		e.bytes(it.req.Addr)
+		e.u64(it.req.Term)
+		e.bytes(it.req.Leader)
 	}
 	if err := writeFrame(w, e.b); err != nil {
 		return err
 	}
 	p.h.frames.Add(1)
-	p.h.sent.Add(uint64(len(batch)))
-	for _, c := range batch {
-		if c.urgent {
-			p.h.urgentFrames.Add(1)
-			break
-		}
-	}
+	p.h.sent.Add(uint64(len(items)))
 	frame, err := readFrame(r)
 	if err != nil {
 		return err
 	}
 	d := hbDecoder{b: frame}
-	if n := d.u64(); n != uint64(len(batch)) && d.err == nil {
-		return fmt.Errorf("raftgroup: heartbeat batch of %d answered with %d", len(batch), n)
+	if n := d.u64(); n != uint64(len(items)) && d.err == nil {
+		return fmt.Errorf("raftgroup: heartbeat batch of %d answered with %d", len(items), n)
 	}
-	answers := make([]error, len(batch))
-	for i, c := range batch {
+	for _, it := range items {
 		if msg := d.str(); msg != "" {
-			answers[i] = errors.New(msg)
+			it.err = errors.New(msg)
 			continue
 		}
-		c.resp.ProtocolVersion = raft.ProtocolVersion(d.u64())
-		c.resp.ID = d.bytes()
-		c.resp.Addr = d.bytes()
-		c.resp.Term = d.u64()
-		c.resp.LastLog = d.u64()
-		c.resp.Success = d.u64() == 1
-		c.resp.NoRetryBackoff = d.u64() == 1
+		it.resp.ProtocolVersion = raft.ProtocolVersion(d.u64())
+		it.resp.ID = d.bytes()
+		it.resp.Addr = d.bytes()
+		it.resp.Term = d.u64()
+		it.resp.LastLog = d.u64()
+		it.resp.Success = d.u64() == 1
+		it.resp.NoRetryBackoff = d.u64() == 1
 	}
-	if d.err != nil {
-		return d.err
-	}
-	for i, c := range batch {
-		c.done <- answers[i]
-	}
-	return nil
+	return d.err
 }
 
 func (h *heartbeats) accept(l *streamLayer) {

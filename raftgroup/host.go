@@ -190,7 +190,7 @@ func New(cfg Config) (*Host, error) {
 	h := &Host{cfg: cfg, mux: m, groups: make(map[string]*Group)}
 	// Batches from peers are answered even when this node sends its own
 	// heartbeats one by one, so nodes may differ in NoHeartbeatBatching.
-	if h.hb, err = newHeartbeats(m, cfg.HeartbeatTimeout/20, 10*time.Second); err != nil {
+	if h.hb, err = newHeartbeats(m, 3*cfg.HeartbeatTimeout/20, cfg.HeartbeatTimeout/4, 10*time.Second); err != nil {
 		m.close()
 		return nil, err
 	}

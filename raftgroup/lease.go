@@ -119,10 +119,11 @@ type leaseTransport struct {
 	noPipeline bool
 	lease      *readLease
 	quietUntil time.Time
-	leader     atomic.Pointer[func() raft.ServerID] // the leader this replica follows, set once raft runs
+	leader     atomic.Pointer[func() raft.ServerID]   // the leader this replica follows, set once raft runs
+	leading    atomic.Pointer[func(term uint64) bool] // whether raft leads in a term, set once raft runs
 
 	heartbeatFn atomic.Pointer[func(raft.RPC)] // raft's heartbeat fast path, for batched heartbeats
-	verifying   atomic.Int32                   // VerifyLeader rounds in progress: heartbeats skip the batch delay
+	verifying   atomic.Int32                   // VerifyLeader rounds in progress: heartbeats are urgent (heartbeat.go)
 
 	// contactFresh > 0 lets the pipeline answer appends that carry nothing
 	// new (pipeline.go) while this group's heartbeats to the follower were
@@ -207,11 +208,20 @@ func (t *leaseTransport) filter() {
 // pipelined) go through it; an acknowledgement in the request's term renews
 // the lease from the time the request was sent.
 func (t *leaseTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	sent := time.Now()
+	start := time.Now()
+	sent := start
 	var err error
 	heartbeat := t.batch && isHeartbeat(args)
 	if heartbeat {
-		err = t.hb.call(target, t.group, args, resp, t.verifying.Load() > 0)
+		// sent becomes when the round that answered was sent. Without a
+		// read lease nothing leans on time: no stored answers.
+		sent, err = t.hb.call(target, t, args, resp, t.verifying.Load() > 0, t.lease != nil)
+		if err == nil && sent.Before(start) && t.verifying.Load() > 0 {
+			// A VerifyLeader round began while this call was answered
+			// from an older round: raft may count this answer for it, so
+			// make it one sent after the round began.
+			sent, err = t.hb.call(target, t, args, resp, true, false)
+		}
 	} else {
 		err = t.NetworkTransport.AppendEntries(id, target, args, resp)
 	}
@@ -221,11 +231,19 @@ func (t *leaseTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 		}
 		if heartbeat && t.contactFresh > 0 {
 			t.contactMu.Lock()
-			t.contact[id] = heartbeatAck{term: args.Term, at: time.Now()}
+			if a := t.contact[id]; a.term != args.Term || sent.After(a.at) {
+				t.contact[id] = heartbeatAck{term: args.Term, at: sent}
+			}
 			t.contactMu.Unlock()
 		}
 	}
 	return err
+}
+
+// leads reports whether this group's raft leads in term.
+func (t *leaseTransport) leads(term uint64) bool {
+	f := t.leading.Load()
+	return f != nil && (*f)(term)
 }
 
 // heartbeatAck is the newest batched heartbeat a follower acknowledged.

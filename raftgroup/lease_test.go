@@ -232,7 +232,19 @@ func TestHeartbeatBatching(t *testing.T) {
 			if per := float64(sent) / float64(frames); per < 2 {
 				t.Fatalf("%d heartbeats in %d frames (%.1f a frame), want several a frame", sent, frames, per)
 			}
-			t.Logf("%d heartbeats in %d frames", sent, frames)
+			// One round per node pair and direction each 45 ms (0.15
+			// heartbeat timeouts), whatever the number of groups.
+			if max := uint64(6 * 2 * time.Second / (45 * time.Millisecond) * 3 / 2); frames > max {
+				t.Fatalf("%d frames in 2s between 3 nodes, want at most %d", frames, max)
+			}
+			var stored uint64
+			for _, n := range nodes {
+				stored += n.h.hb.stored.Load()
+			}
+			if stored == 0 {
+				t.Fatal("no heartbeat was answered from a round already made")
+			}
+			t.Logf("%d heartbeats in %d frames, %d answered from rounds already made", sent, frames, stored)
 		})
 	}
 }
