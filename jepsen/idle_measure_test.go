@@ -83,6 +83,23 @@ func TestMeasureIdle(t *testing.T) {
 			}
 			return ready == 101, fmt.Sprintf("%d of %d groups ready", ready, len(info.Groups))
 		})
+		// The placement driver spreads the leaders, one move a second: wait
+		// for it, so that no transfer falls in the window.
+		waitFor(t, "leaders spread over the nodes", 3*time.Minute, func() (bool, string) {
+			info, err := cl.Cluster(context.Background())
+			if err != nil {
+				return false, err.Error()
+			}
+			leaders := map[string]int{}
+			for _, g := range info.Groups {
+				leaders[g.Leader]++
+			}
+			lo, hi := len(info.Groups), 0
+			for _, n := range c.Nodes {
+				lo, hi = min(lo, leaders[n.Name]), max(hi, leaders[n.Name])
+			}
+			return hi-lo <= 1, fmt.Sprintf("leaders %v", leaders)
+		})
 		time.Sleep(5 * time.Second)
 		const window = 20 * time.Second
 		before := make([]int64, len(c.Nodes))
