@@ -167,7 +167,7 @@ func (h *heartbeats) call(target raft.ServerAddress, t *leaseTransport, req *raf
 	now := time.Now()
 	p.mu.Lock()
 	g := p.groups[t.group]
-	if g == nil {
+	if g == nil || g.t != t { // new here, or the group was opened again
 		g = &hbGroup{t: t}
 		p.groups[t.group] = g
 	}

@@ -17,7 +17,8 @@ import (
 // msgpack round on both sides each).
 //
 // quietPipeline answers such a request itself, with the answer the follower
-// gave last time, when all of these hold:
+// gave last time, and does not hand that answer to raft's consumer (there is
+// nothing in it for raft), when all of these hold:
 //   - it carries no entries, and the newest request answered (nothing is in
 //     flight) succeeded and was the same: term, previous entry and its term,
 //     commit index;
@@ -105,13 +106,10 @@ func (p *quietPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raf
 		*resp = p.last.resp
 		p.mu.Unlock()
 		p.t.quietAppends.Add(1)
-		f := &quietFuture{start: time.Now(), req: args, resp: resp}
-		select {
-		case p.out <- f:
-			return f, nil
-		case <-p.done:
-			return nil, raft.ErrPipelineShutdown
-		}
+		// raft ignores the future a pipelined send returns and learns
+		// only from the consumer; an answer without news need not reach
+		// it (and wake its decoder).
+		return &quietFuture{start: time.Now(), req: args, resp: resp}, nil
 	}
 	p.mu.Lock()
 	p.inflight++
@@ -149,7 +147,7 @@ func (p *quietPipeline) Close() error {
 	return err
 }
 
-// quietFuture is an answer given without the network.
+// quietFuture is an answer given without the network; raft never sees it.
 type quietFuture struct {
 	start time.Time
 	req   *raft.AppendEntriesRequest
