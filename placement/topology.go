@@ -260,7 +260,16 @@ func (t *Topology) GZone() string {
 // Range returns the range replicated by group id.
 func (t *Topology) Range(id string) (Range, bool) {
 	for _, r := range t.Ranges {
-		if r.GroupID() == id {
+		if r.Group != "" {
+			if r.Group == id {
+				return r, true
+			}
+			continue
+		}
+		// GroupID without formatting: the planner asks for every group
+		// each round, and Sprintf per range made that groups² allocations.
+		b := [7]byte{'g', '-', byte('0' + r.lo/10), byte('0' + r.lo%10), '-', byte('0' + r.hi/10), byte('0' + r.hi%10)}
+		if r.lo >= 0 && r.hi < 100 && string(b[:]) == id {
 			return r, true
 		}
 	}

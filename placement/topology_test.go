@@ -2,6 +2,7 @@ package placement
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -123,4 +124,29 @@ func FuzzParseTopology(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestTopologyRangeByGroupID(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("zones:\n  - {name: z1, city: c1, kind: rzone}\nranges:\n")
+	for i := 0; i < 98; i++ {
+		fmt.Fprintf(&b, "  - {shards: %02d-%02d, owner: z1}\n", i, i)
+	}
+	b.WriteString("  - {shards: 98-99, owner: z1}\n")
+	topo, err := ParseTopology([]byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo.Ranges[98].Group = "orders" // a range that kept its group through a split
+	for _, r := range topo.Ranges {
+		got, ok := topo.Range(r.GroupID())
+		if !ok || got.Shards != r.Shards {
+			t.Fatalf("Range(%q) = %+v, %v; want the range %s", r.GroupID(), got, ok, r.Shards)
+		}
+	}
+	for _, id := range []string{"g-98-99", "g-00-01", "g-0-0", "global", "", "g-00-00x"} {
+		if r, ok := topo.Range(id); ok {
+			t.Errorf("Range(%q) found %+v", id, r)
+		}
+	}
 }

@@ -204,11 +204,13 @@ func (p *pd) lastObservation() *observation {
 func (s *Server) followPlacement() {
 	defer s.wg.Done()
 	backoff := 200 * time.Millisecond
+	var decoded uint64 // the record version last decoded: the global group applies more than placements
 	for s.ctx.Err() == nil {
 		if g, ok := s.host.Group(placement.GlobalGroup); ok {
-			if kv, found, err := g.Store().Get(placementKey); err == nil && found {
+			if kv, found, err := g.Store().Get(placementKey); err == nil && found && kv.Version != decoded {
 				if pl, err := placement.Decode(kv.Value); err == nil {
 					s.setPlacement(pl)
+					decoded = kv.Version
 				}
 			}
 			// A replica that knows no leader may have been removed from the
