@@ -3,6 +3,7 @@ package placement
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -131,16 +132,29 @@ func (p *Placement) GroupForShard(shard int) (*GroupPlacement, bool) {
 }
 
 // Clone returns a deep copy of p.
+//
+// It copies field by field: the planner clones the placement every round,
+// and a JSON round trip was a tenth of an idle PD leader's CPU.
+// TestCloneSharesNothing fails when a new field is shared.
 func (p *Placement) Clone() *Placement {
-	b, err := json.Marshal(p)
-	if err != nil {
-		panic(err)
+	q := *p
+	if p.Topology != nil {
+		t := *p.Topology
+		t.Zones = slices.Clone(t.Zones)
+		t.Ranges = slices.Clone(t.Ranges)
+		for i := range t.Ranges {
+			t.Ranges[i].Failover = slices.Clone(t.Ranges[i].Failover)
+		}
+		q.Topology = &t
 	}
-	q, err := Decode(b)
-	if err != nil {
-		panic(err)
+	q.Groups = slices.Clone(p.Groups)
+	for i := range q.Groups {
+		q.Groups[i].Replicas = slices.Clone(q.Groups[i].Replicas)
 	}
-	return q
+	q.DrainedNodes = slices.Clone(p.DrainedNodes)
+	q.DrainedZones = slices.Clone(p.DrainedZones)
+	q.Splits = slices.Clone(p.Splits)
+	return &q
 }
 
 // Encode returns the stored form of p.

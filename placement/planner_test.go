@@ -3,6 +3,7 @@ package placement
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 )
@@ -388,5 +389,33 @@ func TestPlanLeaderMoveWaits(t *testing.T) {
 	}
 	if again, ds := Plan(next, st, s.opts); again != nil {
 		t.Fatalf("a second leader move before the first happened: %v", ds)
+	}
+}
+
+// BenchmarkPlanIdle is a PD leader's round over a settled cluster of 101
+// groups on three nodes: nothing to decide.
+func BenchmarkPlanIdle(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString("zones:\n  - {name: z, city: c, kind: rzone}\nranges:\n")
+	for i := 0; i < 100; i++ {
+		fmt.Fprintf(&sb, "  - {shards: %02d-%02d, owner: z}\n", i, i)
+	}
+	topo, err := ParseTopology([]byte(sb.String()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	t := &testing.T{}
+	s := newSim(t, topo, NodeState{Name: "n1", Zone: "z"})
+	s.join("n2", "z")
+	s.join("n3", "z")
+	s.settle()
+	st := s.state()
+	if next, ds := Plan(s.p, st, s.opts); next != nil {
+		b.Fatalf("not settled: %v", ds)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		Plan(s.p, st, s.opts)
 	}
 }
