@@ -86,8 +86,9 @@ type Config struct {
 	// to be at least half of any other's (lease.go).
 	NoReadLease bool
 	// NoHeartbeatBatching sends each group's heartbeats as RPCs of their
-	// own. By default the heartbeats bound to one node wait up to a
-	// twentieth of the heartbeat timeout and travel together (heartbeat.go).
+	// own, and turns quiet appends off. By default a node sends each peer
+	// one frame every 0.15 heartbeat timeouts with the heartbeats of all
+	// the groups it leads there (heartbeat.go).
 	NoHeartbeatBatching bool
 	// SharedConnections carries all of this node's Raft traffic to a peer,
 	// every group's, in one TCP connection (yamux streams, mux.go) instead
