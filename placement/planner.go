@@ -566,7 +566,7 @@ func (pl *planner) balanceLeaders() {
 			if count[n.Zone] == nil {
 				count[n.Zone] = map[string]int{}
 			}
-			count[n.Zone][n.Name] += 0
+			count[n.Zone][n.Name] = 0
 		}
 	}
 	for i := range pl.p.Groups {

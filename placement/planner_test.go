@@ -3,7 +3,6 @@ package placement
 import (
 	"fmt"
 	"sort"
-	"strings"
 	"testing"
 	"time"
 )
@@ -395,12 +394,7 @@ func TestPlanLeaderMoveWaits(t *testing.T) {
 // BenchmarkPlanIdle is a PD leader's round over a settled cluster of 101
 // groups on three nodes: nothing to decide.
 func BenchmarkPlanIdle(b *testing.B) {
-	var sb strings.Builder
-	sb.WriteString("zones:\n  - {name: z, city: c, kind: rzone}\nranges:\n")
-	for i := 0; i < 100; i++ {
-		fmt.Fprintf(&sb, "  - {shards: %02d-%02d, owner: z}\n", i, i)
-	}
-	topo, err := ParseTopology([]byte(sb.String()))
+	topo, err := ParseTopology([]byte(singleShardRanges("z", "c", 100)))
 	if err != nil {
 		b.Fatal(err)
 	}

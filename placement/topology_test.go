@@ -126,14 +126,20 @@ func FuzzParseTopology(f *testing.F) {
 	})
 }
 
-func TestTopologyRangeByGroupID(t *testing.T) {
+// singleShardRanges returns a topology of zone z in city c, in YAML, with a
+// range for each of the first n shards; the caller adds the ranges of the
+// others.
+func singleShardRanges(z, c string, n int) string {
 	var b strings.Builder
-	b.WriteString("zones:\n  - {name: z1, city: c1, kind: rzone}\nranges:\n")
-	for i := 0; i < 98; i++ {
-		fmt.Fprintf(&b, "  - {shards: %02d-%02d, owner: z1}\n", i, i)
+	fmt.Fprintf(&b, "zones:\n  - {name: %s, city: %s, kind: rzone}\nranges:\n", z, c)
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "  - {shards: %02d-%02d, owner: %s}\n", i, i, z)
 	}
-	b.WriteString("  - {shards: 98-99, owner: z1}\n")
-	topo, err := ParseTopology([]byte(b.String()))
+	return b.String()
+}
+
+func TestTopologyRangeByGroupID(t *testing.T) {
+	topo, err := ParseTopology([]byte(singleShardRanges("z1", "c1", 98) + "  - {shards: 98-99, owner: z1}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

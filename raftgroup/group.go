@@ -126,8 +126,11 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 		return nil, fmt.Errorf("raftgroup: %w", err)
 	}
 	fresh = !fresh
+	// The acknowledgements a lease is made of are recorded either way:
+	// quiet appends ask them whether a follower is in touch.
+	acks := newReadLease(h.cfg.HeartbeatTimeout / 2)
 	if !h.cfg.NoReadLease {
-		g.lease = newReadLease(h.cfg.HeartbeatTimeout / 2)
+		g.lease = acks
 	}
 	// A replica with state may have acknowledged a leader that now holds a
 	// lease on it: it does not vote for a heartbeat timeout (lease.go).
@@ -135,11 +138,11 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 	if !fresh {
 		quiet = h.cfg.HeartbeatTimeout
 	}
-	g.trans = newLeaseTransport(nt, id, h.hb, !h.cfg.NoHeartbeatBatching, g.lease, quiet, h.cfg.noPipeline)
+	g.trans = newLeaseTransport(nt, id, h.hb, !h.cfg.NoHeartbeatBatching, acks, quiet, h.cfg.noPipeline)
+	g.trans.leaseReads = g.lease != nil
 	if !h.cfg.noQuietAppends {
-		// Heartbeats go every 100-200 ms at the default 1 s timeout, and
-		// wait up to 50 ms in a batch: a live follower acknowledged one
-		// within 300 ms.
+		// Heartbeat rounds go every 150 ms at the default 1 s timeout: a
+		// live follower acknowledged one sent within 300 ms.
 		g.trans.contactFresh = 3 * h.cfg.HeartbeatTimeout / 10
 	}
 	closers = append(closers, g.trans.Close)

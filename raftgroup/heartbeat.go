@@ -173,7 +173,7 @@ func (h *heartbeats) call(target raft.ServerAddress, t *leaseTransport, req *raf
 	}
 	g.req = *req
 	g.asked = now
-	if stored && !urgent && g.answered && g.err == nil && g.sentTerm == req.Term && now.Sub(g.sent) < h.fresh {
+	if stored && !urgent && !g.sent.IsZero() && g.err == nil && g.sentTerm == req.Term && now.Sub(g.sent) < h.fresh {
 		*resp = g.resp
 		sent := g.sent
 		p.mu.Unlock()
@@ -182,7 +182,7 @@ func (h *heartbeats) call(target raft.ServerAddress, t *leaseTransport, req *raf
 	}
 	c := &hbCall{group: t.group, resp: resp, done: make(chan error, 1)}
 	p.waiting = append(p.waiting, c)
-	wake := urgent || len(p.waiting) == 1 && !g.answered // a new group need not wait a whole interval
+	wake := urgent || len(p.waiting) == 1 && g.sent.IsZero() // a new group need not wait a whole interval
 	p.urgent = p.urgent || urgent
 	p.mu.Unlock()
 	if wake {
@@ -206,8 +206,7 @@ type hbGroup struct {
 	asked time.Time                 // when
 
 	// The answer of the newest round that carried it.
-	answered bool
-	sent     time.Time // when that round was sent
+	sent     time.Time // when that round was sent; zero: none yet
 	sentTerm uint64    // the term its heartbeat carried
 	resp     raft.AppendEntriesResponse
 	err      error
@@ -299,21 +298,31 @@ func (p *hbPeer) round() {
 	p.waiting = nil
 	urgent := p.urgent
 	p.urgent = false
-	wanted := map[string]bool{}
-	for _, c := range waiting {
-		wanted[c.group] = true
+	// The groups calls wait for, and then their items; nil when no call
+	// waits (the usual round).
+	var wanted map[string]*hbItem
+	if len(waiting) > 0 {
+		wanted = make(map[string]*hbItem, len(waiting))
+		for _, c := range waiting {
+			wanted[c.group] = nil
+		}
 	}
 	var items []*hbItem
 	for name, g := range p.groups {
+		_, waited := wanted[name]
 		switch {
-		case wanted[name]:
+		case waited:
 		case now.Sub(g.asked) > hbForget:
 			delete(p.groups, name)
 			continue
 		case !g.t.leads(g.req.Term):
 			continue
 		}
-		items = append(items, &hbItem{g: g, name: name, req: g.req})
+		it := &hbItem{g: g, name: name, req: g.req}
+		items = append(items, it)
+		if waited {
+			wanted[name] = it
+		}
 	}
 	p.mu.Unlock()
 	if len(items) == 0 && len(waiting) == 0 {
@@ -331,17 +340,15 @@ func (p *hbPeer) round() {
 		p.closeConn()
 	}
 	p.mu.Lock()
-	byName := make(map[string]*hbItem, len(items))
 	for _, it := range items {
-		byName[it.name] = it
 		if err != nil {
 			it.err = err
 		}
-		it.g.answered, it.g.sent, it.g.sentTerm, it.g.resp, it.g.err = true, sent, it.req.Term, it.resp, it.err
+		it.g.sent, it.g.sentTerm, it.g.resp, it.g.err = sent, it.req.Term, it.resp, it.err
 	}
 	p.mu.Unlock()
 	for _, c := range waiting {
-		it := byName[c.group]
+		it := wanted[c.group]
 		if it == nil {
 			c.done <- errors.New("raftgroup: heartbeat not sent")
 			continue

@@ -91,6 +91,19 @@ func leaderOf(nodes []*testNode, id string) *Group {
 	return nil
 }
 
+// followerIndex returns the index in nodes of a node whose replica of id
+// is not l.
+func followerIndex(t testing.TB, nodes []*testNode, id string, l *Group) int {
+	t.Helper()
+	for i, n := range nodes {
+		if g, _ := n.h.Group(id); g != l {
+			return i
+		}
+	}
+	t.Fatalf("%s has no follower", id)
+	return -1
+}
+
 func waitLeader(t testing.TB, nodes []*testNode, id string) *Group {
 	t.Helper()
 	var g *Group
@@ -428,12 +441,7 @@ func TestPeerReachableAfterRemoveAndReAdd(t *testing.T) {
 	nodes := threeNodes(t, nil)
 	bootstrap(t, nodes, "g-00-09")
 	l := waitLeader(t, nodes, "g-00-09")
-	var victim int
-	for i, n := range nodes {
-		if g, _ := n.h.Group("g-00-09"); g != l {
-			victim = i
-		}
-	}
+	victim := followerIndex(t, nodes, "g-00-09", l)
 	v := nodes[victim]
 	v.h.Close()
 	waitFor(t, "the leader to see the peer's heartbeats fail", 10*time.Second, func() bool { return !l.PeerReachable(v.name) })
@@ -466,12 +474,7 @@ func TestInTouch(t *testing.T) {
 		waitFor(t, n.name+" in touch", 5*time.Second, func() bool { return g.InTouch() == nil })
 	}
 	l := waitLeader(t, nodes, "g-00-09")
-	var last *testNode
-	for _, n := range nodes {
-		if g, _ := n.h.Group("g-00-09"); g != l && last == nil {
-			last = n
-		}
-	}
+	last := nodes[followerIndex(t, nodes, "g-00-09", l)]
 
 	// The leader and the other follower go: the last one loses touch.
 	for _, n := range nodes {

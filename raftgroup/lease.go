@@ -63,6 +63,15 @@ func (l *readLease) ack(term uint64, id raft.ServerID, sent time.Time) {
 	}
 }
 
+// heardFrom reports whether peer id acknowledged, in term, a heartbeat or
+// append sent within d before now.
+func (l *readLease) heardFrom(term uint64, id raft.ServerID, d time.Duration) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at, ok := l.acks[id]
+	return term == l.term && ok && time.Since(at) < d
+}
+
 // disable drops the lease for the rest of term.
 func (l *readLease) disable(term uint64) {
 	l.mu.Lock()
@@ -117,7 +126,7 @@ type leaseTransport struct {
 	hb         *heartbeats // answers batched heartbeats for this group; nil in tests
 	batch      bool        // send this group's heartbeats through hb
 	noPipeline bool
-	lease      *readLease
+	lease      *readLease // the acknowledgements; a read lease only where leaseReads
 	quietUntil time.Time
 	leader     atomic.Pointer[func() raft.ServerID]   // the leader this replica follows, set once raft runs
 	leading    atomic.Pointer[func(term uint64) bool] // whether raft leads in a term, set once raft runs
@@ -129,9 +138,11 @@ type leaseTransport struct {
 	// new (pipeline.go) while this group's heartbeats to the follower were
 	// acknowledged within it.
 	contactFresh time.Duration
-	contactMu    sync.Mutex
-	contact      map[raft.ServerID]heartbeatAck
 	quietAppends atomic.Uint64 // appends answered without the network, for tests
+	// leaseReads: this group serves reads under its lease, so heartbeats
+	// may take stored answers (heartbeat.go); lease records the
+	// acknowledgements either way.
+	leaseReads bool
 
 	rpcs      chan raft.RPC
 	done      chan struct{}
@@ -150,7 +161,6 @@ func newLeaseTransport(t *raft.NetworkTransport, group string, hb *heartbeats, b
 		quietUntil:       time.Now().Add(quiet),
 		rpcs:             make(chan raft.RPC),
 		done:             make(chan struct{}),
-		contact:          map[raft.ServerID]heartbeatAck{},
 	}
 	lt.wg.Add(1)
 	go lt.filter()
@@ -211,11 +221,10 @@ func (t *leaseTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 	start := time.Now()
 	sent := start
 	var err error
-	heartbeat := t.batch && isHeartbeat(args)
-	if heartbeat {
+	if t.batch && isHeartbeat(args) {
 		// sent becomes when the round that answered was sent. Without a
 		// read lease nothing leans on time: no stored answers.
-		sent, err = t.hb.call(target, t, args, resp, t.verifying.Load() > 0, t.lease != nil)
+		sent, err = t.hb.call(target, t, args, resp, t.verifying.Load() > 0, t.leaseReads)
 		if err == nil && sent.Before(start) && t.verifying.Load() > 0 {
 			// A VerifyLeader round began while this call was answered
 			// from an older round: raft may count this answer for it, so
@@ -225,17 +234,8 @@ func (t *leaseTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 	} else {
 		err = t.NetworkTransport.AppendEntries(id, target, args, resp)
 	}
-	if err == nil && resp.Success && resp.Term == args.Term {
-		if t.lease != nil {
-			t.lease.ack(args.Term, id, sent)
-		}
-		if heartbeat && t.contactFresh > 0 {
-			t.contactMu.Lock()
-			if a := t.contact[id]; a.term != args.Term || sent.After(a.at) {
-				t.contact[id] = heartbeatAck{term: args.Term, at: sent}
-			}
-			t.contactMu.Unlock()
-		}
+	if err == nil && t.lease != nil && resp.Success && resp.Term == args.Term {
+		t.lease.ack(args.Term, id, sent)
 	}
 	return err
 }
@@ -246,19 +246,10 @@ func (t *leaseTransport) leads(term uint64) bool {
 	return f != nil && (*f)(term)
 }
 
-// heartbeatAck is the newest batched heartbeat a follower acknowledged.
-type heartbeatAck struct {
-	term uint64
-	at   time.Time
-}
-
-// freshContact reports whether follower id acknowledged a batched heartbeat
-// of term within contactFresh.
+// freshContact reports whether follower id acknowledged, in term, a
+// heartbeat or append sent within contactFresh.
 func (t *leaseTransport) freshContact(id raft.ServerID, term uint64) bool {
-	t.contactMu.Lock()
-	a, ok := t.contact[id]
-	t.contactMu.Unlock()
-	return ok && a.term == term && time.Since(a.at) < t.contactFresh
+	return t.lease != nil && t.lease.heardFrom(term, id, t.contactFresh)
 }
 
 // AppendEntriesPipeline implements raft.Transport.

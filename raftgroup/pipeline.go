@@ -16,15 +16,14 @@ import (
 // requests were a fifth of an idle node's CPU (a write, a read and a
 // msgpack round on both sides each).
 //
-// quietPipeline answers such a request itself, with the answer the follower
-// gave last time, and does not hand that answer to raft's consumer (there is
-// nothing in it for raft), when all of these hold:
+// quietPipeline does not send such a request, and hands raft no answer for
+// it (raft ignores the future a pipelined send returns, and there is nothing
+// in the follower's answer for it), when all of these hold:
 //   - it carries no entries, and the newest request answered (nothing is in
 //     flight) succeeded and was the same: term, previous entry and its term,
 //     commit index;
 //   - this group's heartbeats to the follower were acknowledged in the term
-//     within the last contactFresh (so the leader's view of its followers,
-//     which the answer refreshes, is off by at most that);
+//     within the last contactFresh;
 //   - the batched heartbeats still use the connection they used when that
 //     answer came: a follower that restarted has forgotten the commit index,
 //     and its new connection makes the next request go out.
@@ -35,7 +34,6 @@ import (
 // quietAppend is what a pipeline remembers of the newest answered request.
 type quietAppend struct {
 	term, prev, prevTerm, commit uint64
-	resp                         raft.AppendEntriesResponse
 	gen                          uint64 // the heartbeat connection's generation then
 }
 
@@ -80,11 +78,14 @@ func (p *quietPipeline) forward() {
 		}
 		req, resp := f.Request(), f.Response()
 		ok := f.Error() == nil && resp.Success && resp.Term == req.Term && len(req.Entries) == 0
-		gen, _ := p.t.hb.peerGen(p.target)
+		var gen uint64
+		if ok { // not for answers to entries: the heartbeats' lock stays off the write path
+			gen, _ = p.t.hb.peerGen(p.target)
+		}
 		p.mu.Lock()
 		p.lastOK = ok
 		if ok {
-			p.last = quietAppend{term: req.Term, prev: req.PrevLogEntry, prevTerm: req.PrevLogTerm, commit: req.LeaderCommitIndex, resp: *resp, gen: gen}
+			p.last = quietAppend{term: req.Term, prev: req.PrevLogEntry, prevTerm: req.PrevLogTerm, commit: req.LeaderCommitIndex, gen: gen}
 		}
 		p.mu.Unlock()
 		select {
@@ -102,9 +103,6 @@ func (p *quietPipeline) forward() {
 // goroutine per follower.
 func (p *quietPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
 	if len(args.Entries) == 0 && p.canAnswer(args) {
-		p.mu.Lock()
-		*resp = p.last.resp
-		p.mu.Unlock()
 		p.t.quietAppends.Add(1)
 		// raft ignores the future a pipelined send returns and learns
 		// only from the consumer; an answer without news need not reach

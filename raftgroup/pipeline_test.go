@@ -55,12 +55,7 @@ func TestQuietAppends(t *testing.T) {
 
 			// A follower restarts: it forgot the commit index, and learns
 			// it again with no new write.
-			var f int
-			for i, n := range nodes {
-				if g, _ := n.h.Group("g0"); g != l {
-					f = i
-				}
-			}
+			f := followerIndex(t, nodes, "g0", l)
 			victim := nodes[f]
 			victim.h.Close()
 			nodes[f] = startNode(t, victim.name, victim.dir, victim.addr, tune)
