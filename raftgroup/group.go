@@ -74,7 +74,7 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 	if h.cfg.OnApply != nil {
 		onApply = func(index uint64) { h.cfg.OnApply(id, index) }
 	}
-	g.fsm, err = store.Open(filepath.Join(dir, "state.db"), store.Options{OnApply: onApply, ChangeLogCount: h.cfg.ChangeLogCount, ChangeLogAge: h.cfg.ChangeLogAge, NoSync: !h.cfg.SyncState})
+	g.fsm, err = store.Open(filepath.Join(dir, "state.db"), store.Options{OnApply: onApply, ChangeLogCount: h.cfg.ChangeLogCount, ChangeLogAge: h.cfg.ChangeLogAge, NoSync: !h.cfg.SyncState, CommitDelay: h.cfg.StateCommitDelay})
 	if err != nil {
 		return nil, err
 	}

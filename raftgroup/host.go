@@ -79,6 +79,11 @@ type Config struct {
 	// after a machine crash the state is rebuilt from the newest snapshot
 	// and the log (store.Options.NoSync).
 	SyncState bool
+	// StateCommitDelay lets the batches a group's state machine applies
+	// gather for up to this long in one open bbolt transaction before it
+	// commits (store.Options.CommitDelay); reads commit them first, or read
+	// them where they wait. 0 commits every batch. Not with SyncState.
+	StateCommitDelay time.Duration
 	// NoReadLease makes every linearizable read confirm leadership with a
 	// round of heartbeats. By default a leader holding a read lease (a
 	// quorum acknowledged its heartbeats within half a heartbeat timeout)
@@ -131,6 +136,7 @@ func DefaultConfig() Config {
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   30 * time.Second,
 		TrailingLogs:       10240,
+		StateCommitDelay:   100 * time.Millisecond,
 	}
 }
 

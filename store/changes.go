@@ -221,7 +221,7 @@ func (s *Store) ApplyRecords(recs []ChangeRecord) error {
 	}
 	applied := s.applied.Load()
 	last := applied
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		kv := tx.Bucket(bucketKV)
 		now := time.Now()
 		for i := range recs {
@@ -275,7 +275,7 @@ func (s *Store) LoadSnapshot(index uint64, next func() (KV, bool, error)) error 
 	if s.db == nil {
 		return ErrClosed
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketKV, bucketChanges} {
 			if err := tx.DeleteBucket(b); err != nil {
 				return err
@@ -329,7 +329,7 @@ func (s *Store) AdvanceApplied(index uint64) error {
 	if index <= s.applied.Load() {
 		return nil
 	}
-	if err := s.db.Update(func(tx *bolt.Tx) error {
+	if err := s.update(func(tx *bolt.Tx) error {
 		return putU64(tx.Bucket(bucketMeta), keyApplied, index)
 	}); err != nil {
 		return err

@@ -14,7 +14,9 @@
 // raft.Config.NoSnapshotRestoreOnStart).
 //
 // Store implements raft.FSM and raft.BatchingFSM: one bbolt transaction, and
-// so one fsync, per batch of committed entries.
+// so one fsync, per batch of committed entries. A store that does not sync
+// (the Raft log is its durability) may let batches gather in one open
+// transaction for Options.CommitDelay; reads see them at once.
 //
 //	s, err := store.Open(filepath.Join(dir, "state.db"), store.Options{})
 //	...

@@ -49,7 +49,20 @@ type Options struct {
 	// discards the file (see Discarded) so that it is rebuilt from the
 	// newest snapshot and the log. Ignored where the boot id is unknown.
 	NoSync bool
+	// CommitDelay (NoSync stores only) lets applied batches gather in one
+	// open write transaction for up to this long before it commits, so
+	// that bbolt writes a page touched by many batches once. Anything else
+	// that needs the database (a read, a snapshot, a close) commits what
+	// waits first; a read of one key is served from the open transaction.
+	// A process crash loses only commits, never entries: the applied index
+	// commits with the data, and Raft replays the log after it. 0 commits
+	// every batch.
+	CommitDelay time.Duration
 }
+
+// commitEntries bounds the entries an open write transaction gathers
+// before it commits, whatever CommitDelay says.
+const commitEntries = 4096
 
 // Store is a bbolt-backed state machine. Apply, ApplyBatch, Snapshot and
 // Restore are called by hashicorp/raft from its FSM goroutine, one at a
@@ -63,13 +76,20 @@ type Store struct {
 	db     *bolt.DB     // nil once closed
 	closed bool
 
-	applied atomic.Uint64 // last applied Raft index, as persisted
+	applied atomic.Uint64 // last applied Raft index (committed, or waiting in wtx)
 	base    atomic.Uint64 // version base, as persisted
 	fence   atomic.Pointer[[100]bool]
 
 	// Discarded is set when Open found the file possibly torn by a machine
 	// crash (NoSync) and started from an empty state instead.
 	Discarded bool
+
+	// Deferred commits (Options.CommitDelay): applied batches not yet
+	// committed wait in wtx. Lock order: mu, then wmu.
+	wmu    sync.Mutex // guards wtx, wn and wtimer
+	wtx    *bolt.Tx   // open write transaction with applied batches; nil: none
+	wn     int        // entries applied in wtx
+	wtimer *time.Timer
 
 	applyMu    sync.Mutex // guards waiters
 	appliedCh  chan struct{}
@@ -90,10 +110,13 @@ func Open(path string, opts Options) (*Store, error) {
 		opts.ChangeLogCount = 100_000
 	}
 	s := &Store{path: path, opts: opts, appliedCh: make(chan struct{})}
+	if !opts.NoSync {
+		s.opts.CommitDelay = 0 // every batch is synced, so committed, before it is answered
+	}
 	if opts.NoSync {
 		boot := bootID()
 		if boot == "" {
-			s.opts.NoSync = false
+			s.opts.NoSync, s.opts.CommitDelay = false, 0
 		} else {
 			discard, err := checkMarker(path, boot)
 			if err != nil {
@@ -253,6 +276,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.commitPending()
 	var err error
 	if s.opts.NoSync {
 		err = s.db.Sync()
@@ -303,7 +327,8 @@ func (s *Store) Apply(l *raft.Log) interface{} {
 }
 
 // ApplyBatch applies committed entries in one bbolt transaction, together with
-// the new applied index. Entries at or below the persisted applied index are
+// the new applied index (with a CommitDelay, a transaction that later
+// batches may join before it commits). Entries at or below the persisted applied index are
 // skipped (they are replays after a restart). For each command entry the
 // response is a *Result, or an error if the entry could not be decoded.
 func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
@@ -320,7 +345,7 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
 	}
 	base, fence := s.base.Load(), *s.fence.Load()
 	now := time.Now()
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	apply := func(tx *bolt.Tx) error {
 		kv, meta := tx.Bucket(bucketKV), tx.Bucket(bucketMeta)
 		for i, l := range logs {
 			if l.Index <= applied {
@@ -382,13 +407,39 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
 		var b [8]byte
 		binary.BigEndian.PutUint64(b[:], last)
 		return meta.Put(keyApplied, b[:])
-	})
-	if err != nil {
-		// A failed bbolt write (disk full, I/O error) leaves this replica
-		// unable to follow the log. Continuing would diverge it from its
-		// peers, so stop here as etcd and rqlite do.
-		panic(fmt.Sprintf("store: apply to %s failed: %v", s.path, err))
 	}
+	s.wmu.Lock()
+	tx := s.wtx
+	if tx == nil {
+		var err error
+		if tx, err = s.db.Begin(true); err != nil {
+			s.wmu.Unlock()
+			s.applyFailed(err)
+		}
+	}
+	s.wtx = nil
+	if err := apply(tx); err != nil {
+		tx.Rollback()
+		s.wn = 0
+		s.wmu.Unlock()
+		s.applyFailed(err)
+	}
+	s.wn += len(logs)
+	if s.opts.CommitDelay <= 0 || s.wn >= commitEntries {
+		s.wn = 0
+		if err := tx.Commit(); err != nil {
+			s.wmu.Unlock()
+			s.applyFailed(err)
+		}
+	} else {
+		if s.wtimer == nil {
+			s.wtimer = time.AfterFunc(s.opts.CommitDelay, s.commitLater)
+		} else if s.wn == len(logs) { // the first batch of this transaction
+			s.wtimer.Reset(s.opts.CommitDelay)
+		}
+		s.wtx = tx
+	}
+	s.wmu.Unlock()
 	if last != applied {
 		s.base.Store(base)
 		s.fence.Store(&fence)
@@ -396,6 +447,44 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
 		s.notifyApplied(last)
 	}
 	return resp
+}
+
+// applyFailed stops the process: a failed bbolt write (disk full, I/O
+// error) leaves this replica unable to follow the log, and continuing would
+// diverge it from its peers, so stop here as etcd and rqlite do.
+func (s *Store) applyFailed(err error) {
+	panic(fmt.Sprintf("store: apply to %s failed: %v", s.path, err))
+}
+
+// commitPending commits the batches waiting in the open write transaction,
+// if any. The caller holds mu (for reading at least) with db open.
+func (s *Store) commitPending() {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.wtx == nil {
+		return
+	}
+	tx := s.wtx
+	s.wtx, s.wn = nil, 0
+	if err := tx.Commit(); err != nil {
+		s.applyFailed(err)
+	}
+}
+
+// commitLater is CommitDelay's timer.
+func (s *Store) commitLater() {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db != nil {
+		s.commitPending()
+	}
+}
+
+// update runs fn in a write transaction of its own, after the pending
+// batches commit. The caller holds mu with db open.
+func (s *Store) update(fn func(tx *bolt.Tx) error) error {
+	s.commitPending()
+	return s.db.Update(fn)
 }
 
 // touchesFence reports the first fenced shard a command touches.
@@ -575,12 +664,14 @@ type KV struct {
 	Version uint64
 }
 
+// view runs fn in a read transaction that sees every applied batch.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.db == nil {
 		return ErrClosed
 	}
+	s.commitPending()
 	return s.db.View(fn)
 }
 
@@ -688,6 +779,7 @@ func (s *Store) Snapshot() (raft.FSMSnapshot, error) {
 		s.mu.RUnlock()
 		return nil, ErrClosed
 	}
+	s.commitPending()
 	tx, err := s.db.Begin(false)
 	if err != nil {
 		s.mu.RUnlock()
@@ -746,6 +838,7 @@ func (s *Store) Restore(rc io.ReadCloser) error {
 		os.Remove(tmp)
 		return ErrClosed
 	}
+	s.commitPending() // should the rename fail, the old file goes on with all it applied
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("store: restore: close: %w", err)
 	}
@@ -770,11 +863,13 @@ func (s *Store) Restore(rc io.ReadCloser) error {
 
 // GetAt returns key like Get, together with the applied index the read is
 // consistent with (both from one transaction).
+// With batches waiting to commit, it reads them in their open transaction
+// rather than commit them.
 func (s *Store) GetAt(key []byte) (KV, bool, uint64, error) {
 	var kv KV
 	var found bool
 	var applied uint64
-	err := s.view(func(tx *bolt.Tx) error {
+	get := func(tx *bolt.Tx) error {
 		applied = u64(tx.Bucket(bucketMeta).Get(keyApplied))
 		v := tx.Bucket(bucketKV).Get(key)
 		if v == nil {
@@ -783,6 +878,21 @@ func (s *Store) GetAt(key []byte) (KV, bool, uint64, error) {
 		found = true
 		kv = KV{Key: bytes.Clone(key), Value: bytes.Clone(v[8:]), Version: binary.BigEndian.Uint64(v[:8])}
 		return nil
-	})
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return kv, false, 0, ErrClosed
+	}
+	s.wmu.Lock()
+	if s.wtx != nil {
+		err := get(s.wtx)
+		s.wmu.Unlock()
+		return kv, found, applied, err
+	}
+	// Everything applied so far is committed: a read transaction begun
+	// after this point sees it.
+	s.wmu.Unlock()
+	err := s.db.View(get)
 	return kv, found, applied, err
 }

@@ -60,6 +60,7 @@ func startCommand() *cli.Command {
 			&cli.DurationFlag{Name: "heartbeat-timeout", Value: d.Raft.HeartbeatTimeout, EnvVars: env("HEARTBEAT_TIMEOUT"), Usage: "Raft heartbeat timeout of every group"},
 			&cli.DurationFlag{Name: "election-timeout", Value: d.Raft.ElectionTimeout, EnvVars: env("ELECTION_TIMEOUT"), Usage: "Raft election timeout of every group"},
 			&cli.DurationFlag{Name: "commit-timeout", Value: d.Raft.CommitTimeout, EnvVars: env("COMMIT_TIMEOUT"), Usage: "how long a leader with nothing new waits before telling followers the commit index (a tick with nothing new to tell is answered without the network)"},
+			&cli.DurationFlag{Name: "state-commit-delay", Value: d.Raft.StateCommitDelay, EnvVars: env("STATE_COMMIT_DELAY"), Usage: "how long the batches a group applies may gather in one open bbolt transaction before it commits (reads see them at once; a crash loses only the commit, the Raft log replays them); 0 commits every batch"},
 			&cli.BoolFlag{Name: "no-read-lease", EnvVars: env("NO_READ_LEASE"), Usage: "confirm leadership with a heartbeat round for every linearizable read instead of serving them under a leader's read lease (the lease needs every node's heartbeat timeout to be at least half of any other's)"},
 			&cli.BoolFlag{Name: "no-heartbeat-batching", EnvVars: env("NO_HEARTBEAT_BATCHING"), Usage: "send every group's heartbeats as RPCs of their own instead of one frame per node pair every 0.15 heartbeat timeouts for all groups (this also turns off quiet appends)"},
 			&cli.BoolFlag{Name: "shared-connections", EnvVars: env("SHARED_CONNECTIONS"), Usage: "carry all Raft traffic to a peer, every group's, in one TCP connection (yamux streams) instead of a connection pool per group and peer"},
@@ -100,6 +101,9 @@ func startCommand() *cli.Command {
 			cfg.Raft.ElectionTimeout = c.Duration("election-timeout")
 			cfg.Raft.CommitTimeout = c.Duration("commit-timeout")
 			cfg.Raft.LeaderLeaseTimeout = cfg.Raft.HeartbeatTimeout / 2
+			if cfg.Raft.StateCommitDelay = c.Duration("state-commit-delay"); cfg.Raft.StateCommitDelay < 0 {
+				return fmt.Errorf("--state-commit-delay %v: must not be negative", cfg.Raft.StateCommitDelay)
+			}
 			cfg.Raft.NoReadLease = c.Bool("no-read-lease")
 			cfg.Raft.NoHeartbeatBatching = c.Bool("no-heartbeat-batching")
 			cfg.Raft.SharedConnections = c.Bool("shared-connections")
