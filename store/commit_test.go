@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"path/filepath"
 	"testing"
@@ -196,5 +197,75 @@ func TestDeferredCommitBounds(t *testing.T) {
 	synced.ApplyBatch([]*raft.Log{logOf(1, put("a", "1"))})
 	if got := committed(t, synced); got != 1 {
 		t.Fatalf("a synced store left its batch uncommitted (committed %d)", got)
+	}
+}
+
+// TestDeferredCommitsConcurrentReads: readers running beside the applies
+// and the commit timer always see every batch applied before they began,
+// whether it waits in the open transaction or was committed.
+func TestDeferredCommitsConcurrentReads(t *testing.T) {
+	setBootID(t, "boot-1")
+	s := openDeferred(t, t.TempDir(), time.Millisecond)
+	defer s.Close()
+	const batches = 300
+	stop := make(chan struct{})
+	errs := make(chan error, 4)
+	for r := range 4 {
+		go func() {
+			for {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				before := s.AppliedIndex() // every batch up to here is applied
+				var version uint64
+				if r%2 == 0 {
+					kv, found, _, err := s.GetAt([]byte("k"))
+					if err != nil {
+						errs <- err
+						return
+					}
+					if found {
+						version = kv.Version
+					}
+				} else {
+					kvs, _, _, err := s.RangeAt([]byte("k"), nil, 0)
+					if err != nil {
+						errs <- err
+						return
+					}
+					if len(kvs) > 0 {
+						version = kvs[0].Version
+					}
+				}
+				if version < before {
+					errs <- fmt.Errorf("read version %d after index %d was applied", version, before)
+					return
+				}
+			}
+		}()
+	}
+	for i := uint64(1); i <= batches; i++ {
+		s.ApplyBatch([]*raft.Log{logOf(i, put("k", fmt.Sprint(i)))})
+		if i%50 == 0 {
+			time.Sleep(2 * time.Millisecond) // let the timer commit now and then
+		}
+	}
+	close(stop)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := committed(t, s); got != batches {
+		deadline := time.Now().Add(5 * time.Second)
+		for committed(t, s) != batches && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if got = committed(t, s); got != batches {
+			t.Fatalf("committed %d, want %d", got, batches)
+		}
 	}
 }
