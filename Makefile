@@ -61,6 +61,9 @@ bench:
 
 BENCH_TIME ?= 10s
 BENCH_RUNS ?= put:1,put:64,put:256,get:64,stale-get:64
+# BENCH_FLAGS: more flags of bench/etcd, e.g. '--interleave --rounds 3' (both clusters up, each
+# workload on both back to back, median ratio of the rounds)
+BENCH_FLAGS ?=
 
 ## bench-etcd-deps: Debian's etcd-server, for the comparison (needs root to install)
 bench-etcd-deps:
@@ -72,7 +75,7 @@ bench-etcd-deps:
 ## bench-etcd: the same workloads against a 3-member etcd and a 3-node ldcd on loopback, side by side
 ## (BENCH_TIME per run, BENCH_RUNS as workload:clients[@rate],...)
 bench-etcd: build bench-etcd-deps
-	cd bench/etcd && $(GO) run . --ldcd $(CURDIR)/$(BIN) --duration $(BENCH_TIME) --runs '$(BENCH_RUNS)' --json $(CURDIR)/bin/bench-etcd.json
+	cd bench/etcd && $(GO) run . --ldcd $(CURDIR)/$(BIN) --duration $(BENCH_TIME) --runs '$(BENCH_RUNS)' --json $(CURDIR)/bin/bench-etcd.json $(BENCH_FLAGS)
 
 ## run: build and start a single node with the defaults
 run: build

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"slices"
 	"text/tabwriter"
 	"time"
 )
@@ -78,4 +79,41 @@ func WriteComparison(w io.Writer, aName, bName string, pairs []Pair) error {
 			us(a.P99Us), us(b.P99Us), Ratio(float64(a.P99Us), float64(b.P99Us)))
 	}
 	return tw.Flush()
+}
+
+// WriteRatioSummary prints, for each run name, the median and the range of
+// the ratios A/B over several rounds of the same pairs (rounds[i] is round
+// i's pairs, in the same order each round): what one comparison says once
+// the machine's drift between rounds is seen.
+func WriteRatioSummary(w io.Writer, aName, bName string, rounds [][]Pair) error {
+	if len(rounds) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "run (%d rounds)\tops/s %[2]s/%[3]s\tmin–max\tp50 %[2]s/%[3]s\tmin–max\tp99 %[2]s/%[3]s\tmin–max\t\n", len(rounds), aName, bName)
+	for i, first := range rounds[0] {
+		var ops, p50, p99 []float64
+		for _, round := range rounds {
+			if i >= len(round) {
+				continue
+			}
+			a, b := round[i].A.Total, round[i].B.Total
+			ops = append(ops, Ratio(a.Throughput, b.Throughput))
+			p50 = append(p50, Ratio(float64(a.P50Us), float64(b.P50Us)))
+			p99 = append(p99, Ratio(float64(a.P99Us), float64(b.P99Us)))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", first.Name, spread(ops), spread(p50), spread(p99))
+	}
+	return tw.Flush()
+}
+
+// spread formats the median of v and its range as two columns.
+func spread(v []float64) string {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return fmt.Sprintf("%.2f×\t%.2f–%.2f×", med, s[0], s[len(s)-1])
 }

@@ -2,6 +2,11 @@
 // 3-node ldcd on loopback, one after the other on the same machine, and
 // prints the figures of both and their ratios. `make bench-etcd` runs it.
 //
+// With --interleave both clusters stay up and each workload runs on both
+// back to back, the order alternating, for --rounds rounds; it prints each
+// round's ratios and their median, so that the machine's drift over the
+// minutes of a comparison hits both targets alike.
+//
 // It is a module of its own so that the main module does not depend on
 // etcd's client.
 package main
@@ -93,11 +98,21 @@ func main() {
 		dir       = flag.String("dir", "", "working directory (default: a new temporary one, removed at the end)")
 		only      = flag.String("only", "", "run only this target: ldcd or etcd")
 		noFrames  = flag.Bool("ldcd-no-frames", false, "ldcd's client sends plain HTTP/1.1 instead of framed requests")
+		interl    = flag.Bool("interleave", false, "keep both clusters up and run each workload on both back to back, alternating which goes first")
+		rounds    = flag.Int("rounds", 1, "with --interleave: repeat the runs this many times and print the median ratio")
 	)
 	flag.Parse()
 	runs, err := parseRuns(*runsFlag)
 	if err != nil {
 		fail(err)
+	}
+	switch {
+	case *rounds < 1:
+		fail(fmt.Errorf("--rounds %d: want at least 1", *rounds))
+	case *rounds > 1 && !*interl:
+		fail(fmt.Errorf("--rounds needs --interleave"))
+	case *interl && *only != "":
+		fail(fmt.Errorf("--interleave runs both targets; it does not go with --only"))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -113,18 +128,22 @@ func main() {
 		*dir = d
 	}
 	base := bench.Config{Duration: *duration, Users: *users, ValueSize: *valueSize, Dist: *dist, Progress: os.Stderr}
+	start := func(target string) (bench.Target, func(), error) {
+		if target == "etcd" {
+			return startEtcd(ctx, *etcdBin, filepath.Join(*dir, "etcd"), *conns)
+		}
+		return startLDCD(ctx, *ldcdBin, filepath.Join(*dir, "ldcd"), *noFrames)
+	}
+	if *interl {
+		interleave(ctx, start, base, runs, *rounds, *jsonOut)
+		return
+	}
 	results := map[string][]*bench.Result{}
 	for _, target := range []string{"etcd", "ldcd"} {
 		if *only != "" && *only != target {
 			continue
 		}
-		var t bench.Target
-		var closeFn func()
-		if target == "etcd" {
-			t, closeFn, err = startEtcd(ctx, *etcdBin, filepath.Join(*dir, "etcd"), *conns)
-		} else {
-			t, closeFn, err = startLDCD(ctx, *ldcdBin, filepath.Join(*dir, "ldcd"), *noFrames)
-		}
+		t, closeFn, err := start(target)
 		if err != nil {
 			fail(err)
 		}
@@ -164,6 +183,73 @@ func main() {
 			if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
 				fail(err)
 			}
+		}
+	}
+}
+
+// interleave runs each workload on both targets back to back, for rounds
+// rounds, the order alternating from one run to the next and between
+// rounds; both clusters stay up throughout.
+func interleave(ctx context.Context, start func(string) (bench.Target, func(), error), base bench.Config, runs []run, rounds int, jsonOut string) {
+	targets := map[string]bench.Target{}
+	var closers []func()
+	closeAll := func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	for _, name := range []string{"etcd", "ldcd"} {
+		t, closeFn, err := start(name)
+		if err != nil {
+			closeAll()
+			fail(err)
+		}
+		targets[name] = t
+		closers = append(closers, closeFn)
+	}
+	loaded := map[string]bool{}
+	var all []*bench.Result
+	var byRound [][]bench.Pair
+	for round := 1; round <= rounds; round++ {
+		var pairs []bench.Pair
+		for i, r := range runs {
+			order := []string{"etcd", "ldcd"}
+			if (round+i)%2 == 0 {
+				order = []string{"ldcd", "etcd"}
+			}
+			got := map[string]*bench.Result{}
+			for _, name := range order {
+				cfg := base
+				cfg.Workload, cfg.Clients, cfg.Rate = r.workload, r.clients, r.rate
+				cfg.Preload = !loaded[name] && r.workload != "put" && r.workload != "txn"
+				loaded[name] = loaded[name] || cfg.Preload
+				fmt.Fprintf(os.Stderr, "== round %d/%d: %s %s\n", round, rounds, name, r.name())
+				res, err := bench.Run(ctx, targets[name], cfg)
+				if err != nil {
+					closeAll()
+					fail(fmt.Errorf("%s %s: %w", name, r.name(), err))
+				}
+				res.Target = name
+				got[name] = res
+			}
+			all = append(all, got["ldcd"], got["etcd"])
+			pairs = append(pairs, bench.Pair{Name: r.name(), A: got["ldcd"], B: got["etcd"]})
+		}
+		byRound = append(byRound, pairs)
+	}
+	closeAll()
+	fmt.Println()
+	bench.WriteTable(os.Stdout, all...)
+	for i, pairs := range byRound {
+		fmt.Printf("\nround %d\n", i+1)
+		bench.WriteComparison(os.Stdout, "ldcd", "etcd", pairs)
+	}
+	fmt.Println()
+	bench.WriteRatioSummary(os.Stdout, "ldcd", "etcd", byRound)
+	if jsonOut != "" {
+		b, _ := json.MarshalIndent(byRound, "", "  ")
+		if err := os.WriteFile(jsonOut, b, 0o644); err != nil {
+			fail(err)
 		}
 	}
 }
