@@ -328,8 +328,8 @@ func (s *Store) Apply(l *raft.Log) interface{} {
 
 // ApplyBatch applies committed entries in one bbolt transaction, together with
 // the new applied index (with a CommitDelay, a transaction that later
-// batches may join before it commits). Entries at or below the persisted applied index are
-// skipped (they are replays after a restart). For each command entry the
+// batches may join before it commits). Entries at or below the applied index
+// are skipped (they are replays after a restart). For each command entry the
 // response is a *Result, or an error if the entry could not be decoded.
 func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
 	resp := make([]interface{}, len(logs))
