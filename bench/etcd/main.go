@@ -147,20 +147,14 @@ func main() {
 		if err != nil {
 			fail(err)
 		}
-		loaded := false
+		loaded := map[string]bool{}
 		for _, r := range runs {
-			cfg := base
-			cfg.Workload, cfg.Clients, cfg.Rate = r.workload, r.clients, r.rate
-			// Preload once per target, before its first run that reads.
-			cfg.Preload = !loaded && r.workload != "put" && r.workload != "txn"
-			loaded = loaded || cfg.Preload
 			fmt.Fprintf(os.Stderr, "== %s %s\n", target, r.name())
-			res, err := bench.Run(ctx, t, cfg)
+			res, err := runOnce(ctx, t, target, base, r, loaded)
 			if err != nil {
 				closeFn()
-				fail(fmt.Errorf("%s %s: %w", target, r.name(), err))
+				fail(err)
 			}
-			res.Target = target
 			results[target] = append(results[target], res)
 		}
 		closeFn()
@@ -219,17 +213,12 @@ func interleave(ctx context.Context, start func(string) (bench.Target, func(), e
 			}
 			got := map[string]*bench.Result{}
 			for _, name := range order {
-				cfg := base
-				cfg.Workload, cfg.Clients, cfg.Rate = r.workload, r.clients, r.rate
-				cfg.Preload = !loaded[name] && r.workload != "put" && r.workload != "txn"
-				loaded[name] = loaded[name] || cfg.Preload
 				fmt.Fprintf(os.Stderr, "== round %d/%d: %s %s\n", round, rounds, name, r.name())
-				res, err := bench.Run(ctx, targets[name], cfg)
+				res, err := runOnce(ctx, targets[name], name, base, r, loaded)
 				if err != nil {
 					closeAll()
-					fail(fmt.Errorf("%s %s: %w", name, r.name(), err))
+					fail(err)
 				}
-				res.Target = name
 				got[name] = res
 			}
 			all = append(all, got["ldcd"], got["etcd"])
@@ -252,6 +241,21 @@ func interleave(ctx context.Context, start func(string) (bench.Target, func(), e
 			fail(err)
 		}
 	}
+}
+
+// runOnce runs r against target t (named name), preloading the keys before
+// the target's first run that reads (loaded records which targets are).
+func runOnce(ctx context.Context, t bench.Target, name string, base bench.Config, r run, loaded map[string]bool) (*bench.Result, error) {
+	cfg := base
+	cfg.Workload, cfg.Clients, cfg.Rate = r.workload, r.clients, r.rate
+	cfg.Preload = !loaded[name] && r.workload != "put" && r.workload != "txn"
+	loaded[name] = loaded[name] || cfg.Preload
+	res, err := bench.Run(ctx, t, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", name, r.name(), err)
+	}
+	res.Target = name
+	return res, nil
 }
 
 func fail(err error) {
