@@ -132,7 +132,13 @@ type leaseTransport struct {
 	leading    atomic.Pointer[func(term uint64) bool] // whether raft leads in a term, set once raft runs
 
 	heartbeatFn atomic.Pointer[func(raft.RPC)] // raft's heartbeat fast path, for batched heartbeats
-	verifying   atomic.Int32                   // VerifyLeader rounds in progress: heartbeats are urgent (heartbeat.go)
+	// raft's heartbeat handler runs on the transports' goroutines, which
+	// raft's Shutdown does not wait for: each call holds hbMu for reading,
+	// and Close takes it to wait them out, so that none still runs (and
+	// writes a new term) when the group closes its log store.
+	hbMu      sync.RWMutex
+	hbClosed  bool
+	verifying atomic.Int32 // VerifyLeader rounds in progress: heartbeats are urgent (heartbeat.go)
 
 	// contactFresh > 0 lets the pipeline answer appends that carry nothing
 	// new (pipeline.go) while this group's heartbeats to the follower were
@@ -171,14 +177,24 @@ func newLeaseTransport(t *raft.NetworkTransport, group string, hb *heartbeats, b
 }
 
 // SetHeartbeatHandler implements raft.Transport; batched heartbeats use the
-// handler too (heartbeat.go).
+// handler too (heartbeat.go). Either way it runs under hbMu.
 func (t *leaseTransport) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
 	if cb == nil {
 		t.heartbeatFn.Store(nil)
-	} else {
-		t.heartbeatFn.Store(&cb)
+		t.NetworkTransport.SetHeartbeatHandler(nil)
+		return
 	}
-	t.NetworkTransport.SetHeartbeatHandler(cb)
+	guarded := func(rpc raft.RPC) {
+		t.hbMu.RLock()
+		defer t.hbMu.RUnlock()
+		if t.hbClosed {
+			rpc.Respond(nil, ErrClosed)
+			return
+		}
+		cb(rpc)
+	}
+	t.heartbeatFn.Store(&guarded)
+	t.NetworkTransport.SetHeartbeatHandler(guarded)
 }
 
 // Consumer implements raft.Transport.
@@ -271,6 +287,9 @@ func (t *leaseTransport) Close() error {
 		if t.hb != nil {
 			t.hb.unregister(t.group, t)
 		}
+		t.hbMu.Lock() // waits for heartbeat handlers still running
+		t.hbClosed = true
+		t.hbMu.Unlock()
 	})
 	err := t.NetworkTransport.Close()
 	t.wg.Wait()

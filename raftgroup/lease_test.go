@@ -2,9 +2,11 @@ package raftgroup
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -286,5 +288,48 @@ func TestUrgentHeartbeats(t *testing.T) {
 	urgent := host.hb.urgentFrames.Load() - before
 	if r := l.verify.rounds.Load() - rounds; r == 0 || urgent < r {
 		t.Fatalf("%d VerifyLeader rounds sent %d urgent frames, want one or more each", r, urgent)
+	}
+}
+
+// TestCloseWaitsForHeartbeatHandlers: raft's heartbeat handler runs on the
+// transports' goroutines, which raft's Shutdown does not wait for. Close
+// waits for a handler still running (it may be writing a new term to the
+// log store the group closes next), and no handler runs after it. CI saw
+// "failed to save current term: closed" panic before this.
+func TestCloseWaitsForHeartbeatHandlers(t *testing.T) {
+	nt, err := raft.NewTCPTransport("127.0.0.1:0", nil, 2, time.Second, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lt := newLeaseTransport(nt, "g", nil, false, nil, 0, false)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	lt.SetHeartbeatHandler(func(rpc raft.RPC) {
+		if calls.Add(1) == 1 {
+			close(entered)
+			<-release
+		}
+		rpc.Respond(&raft.AppendEntriesResponse{Success: true}, nil)
+	})
+	fn := *lt.heartbeatFn.Load()
+	go fn(raft.RPC{Command: &raft.AppendEntriesRequest{}, RespChan: make(chan raft.RPCResponse, 1)})
+	<-entered
+	closed := make(chan struct{})
+	go func() { lt.Close(); close(closed) }()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a heartbeat handler was still running")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return after the handler finished")
+	}
+	resp := make(chan raft.RPCResponse, 1)
+	fn(raft.RPC{Command: &raft.AppendEntriesRequest{}, RespChan: resp})
+	if r := <-resp; !errors.Is(r.Error, ErrClosed) || calls.Load() != 1 {
+		t.Fatalf("after Close: answer %v, handler calls %d; want ErrClosed and no call", r.Error, calls.Load())
 	}
 }
