@@ -408,38 +408,7 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
 		binary.BigEndian.PutUint64(b[:], last)
 		return meta.Put(keyApplied, b[:])
 	}
-	s.wmu.Lock()
-	tx := s.wtx
-	if tx == nil {
-		var err error
-		if tx, err = s.db.Begin(true); err != nil {
-			s.wmu.Unlock()
-			s.applyFailed(err)
-		}
-	}
-	s.wtx = nil
-	if err := apply(tx); err != nil {
-		tx.Rollback()
-		s.wn = 0
-		s.wmu.Unlock()
-		s.applyFailed(err)
-	}
-	s.wn += len(logs)
-	if s.opts.CommitDelay <= 0 || s.wn >= commitEntries {
-		s.wn = 0
-		if err := tx.Commit(); err != nil {
-			s.wmu.Unlock()
-			s.applyFailed(err)
-		}
-	} else {
-		if s.wtimer == nil {
-			s.wtimer = time.AfterFunc(s.opts.CommitDelay, s.commitLater)
-		} else if s.wn == len(logs) { // the first batch of this transaction
-			s.wtimer.Reset(s.opts.CommitDelay)
-		}
-		s.wtx = tx
-	}
-	s.wmu.Unlock()
+	s.applyInTx(apply, len(logs))
 	if last != applied {
 		s.base.Store(base)
 		s.fence.Store(&fence)
@@ -456,11 +425,47 @@ func (s *Store) applyFailed(err error) {
 	panic(fmt.Sprintf("store: apply to %s failed: %v", s.path, err))
 }
 
+// applyInTx runs apply, which applies n entries, in the open write
+// transaction (beginning one if none is open), then commits it unless it
+// may wait for later batches. The caller holds mu with db open.
+func (s *Store) applyInTx(apply func(tx *bolt.Tx) error, n int) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.wtx == nil {
+		tx, err := s.db.Begin(true)
+		if err != nil {
+			s.applyFailed(err)
+		}
+		s.wtx = tx
+		if s.opts.CommitDelay > 0 {
+			if s.wtimer == nil {
+				s.wtimer = time.AfterFunc(s.opts.CommitDelay, s.commitLater)
+			} else {
+				s.wtimer.Reset(s.opts.CommitDelay)
+			}
+		}
+	}
+	if err := apply(s.wtx); err != nil {
+		s.wtx.Rollback()
+		s.wtx, s.wn = nil, 0
+		s.applyFailed(err)
+	}
+	s.wn += n
+	if s.opts.CommitDelay <= 0 || s.wn >= commitEntries {
+		s.commitLocked()
+	}
+}
+
 // commitPending commits the batches waiting in the open write transaction,
 // if any. The caller holds mu (for reading at least) with db open.
 func (s *Store) commitPending() {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	s.commitLocked()
+}
+
+// commitLocked is commitPending with wmu held.
+func (s *Store) commitLocked() {
 	if s.wtx == nil {
 		return
 	}
