@@ -52,4 +52,18 @@ func TestCLI(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "shards 50,51") {
 		t.Fatalf("bad topology: err=%v output %q", err, out)
 	}
+	// Timeouts that do not fit together are refused before the node starts.
+	for _, bad := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--leader-heartbeat-timeout", "3s"}, "--leader-heartbeat-timeout 3s: must be from --heartbeat-timeout (1s) to 2.5 times it"},
+		{[]string{"--leader-heartbeat-timeout", "500ms"}, "--leader-heartbeat-timeout 500ms: must be from"},
+		{[]string{"--state-commit-delay", "-1s"}, "--state-commit-delay -1s: must not be negative"},
+	} {
+		out, err := exec.Command(bin, append([]string{"start", "--data-dir", t.TempDir()}, bad.args...)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), bad.want) {
+			t.Errorf("start %v: err=%v output %q, want %q", bad.args, err, out, bad.want)
+		}
+	}
 }

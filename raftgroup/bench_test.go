@@ -60,7 +60,8 @@ func benchApply(b *testing.B, groups, clients int, tune func(*Config)) {
 	nodes := threeNodes(b, func(c *Config) {
 		c.HeartbeatTimeout = time.Second
 		c.ElectionTimeout = time.Second
-		c.LeaderLeaseTimeout = 500 * time.Millisecond
+		c.LeaderLeaseTimeout = time.Second
+		c.LeaderHeartbeatTimeout = 2500 * time.Millisecond
 		tune(c)
 	})
 	var ids []string

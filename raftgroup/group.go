@@ -248,6 +248,7 @@ func (g *Group) watchLeadership() {
 		case <-g.done:
 			return
 		case leader := <-g.notifyCh:
+			g.paceHeartbeats(leader)
 			if !leader {
 				g.logger.Info("lost leadership")
 				continue
@@ -258,6 +259,31 @@ func (g *Group) watchLeadership() {
 			default:
 			}
 		}
+	}
+}
+
+// paceHeartbeats sets the heartbeat timeout raft runs with: the leader's
+// (Config.LeaderHeartbeatTimeout) while it leads and its heartbeats are
+// batched, the configured one otherwise. Only watchLeadership calls it, in
+// the order raft reports leadership, so the last report wins.
+//
+// Lowering it when leadership is lost makes raft's follower loop check for
+// contact at once: a replica that stepped down for want of a quorum may so
+// start a pre-vote sooner, which disturbs no leader (pre-vote is on).
+func (g *Group) paceHeartbeats(leading bool) {
+	cfg := g.host.cfg
+	ht := cfg.HeartbeatTimeout
+	if leading && g.trans.batch && cfg.LeaderHeartbeatTimeout > ht {
+		ht = cfg.LeaderHeartbeatTimeout
+	}
+	rc := g.raft.ReloadableConfig()
+	if rc.HeartbeatTimeout == ht {
+		return
+	}
+	rc.HeartbeatTimeout = ht
+	rc.ElectionTimeout = max(cfg.ElectionTimeout, ht)
+	if err := g.raft.ReloadConfig(rc); err != nil {
+		g.logger.Warn("cannot set the heartbeat timeout", "heartbeat_timeout", ht, "error", err)
 	}
 }
 

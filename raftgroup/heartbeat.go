@@ -33,9 +33,14 @@ import (
 // round was sent in the same term within hbFresh (0.25 heartbeat timeouts);
 // otherwise it waits for the next round. So what raft learns is never older
 // than hbFresh: its leader lease check (a quorum heard from within
-// LeaderLeaseTimeout) is off by at most that. The read lease runs from the
-// time the round was sent (lease.go), and rounds every 150 ms renew a lease
-// of 500 ms long before it runs out.
+// LeaderLeaseTimeout) is off by at most that. A leading raft runs with
+// Config.LeaderHeartbeatTimeout (2.5 heartbeat timeouts by default), so it
+// asks every 250-500 ms, not every 100-200 ms: followers are kept in touch
+// by the rounds, not by the asks (Group.paceHeartbeats).
+//
+// The read lease runs from the time the round was sent (lease.go). Every
+// acknowledged round renews it, asked for or not, and rounds every 150 ms
+// renew a lease of 500 ms long before it runs out.
 //
 // The heartbeats of a VerifyLeader round (how a leader without a lease
 // confirms a read) are urgent: they never take a stored answer, and they
@@ -58,7 +63,8 @@ const (
 )
 
 // hbForget is how long a group stays in the rounds after its raft last
-// asked to heartbeat (it stopped leading, or the follower left).
+// asked to heartbeat (it stopped leading, or the follower left), at least:
+// never less than twice the longest a leading raft waits between asks.
 const hbForget = time.Second
 
 func isHeartbeat(req *raft.AppendEntriesRequest) bool {
@@ -77,6 +83,7 @@ type heartbeats struct {
 	layer    *streamLayer
 	interval time.Duration // between rounds
 	fresh    time.Duration // how old a stored answer may be
+	forget   time.Duration // how long a group stays in the rounds after raft last asked
 	timeout  time.Duration
 
 	mu       sync.Mutex // guards peers, handlers and closed
@@ -91,11 +98,12 @@ type heartbeats struct {
 	sent, frames atomic.Uint64 // heartbeats and frames sent, for tests
 	urgentFrames atomic.Uint64 // rounds started at once for an urgent heartbeat
 	stored       atomic.Uint64 // calls answered from a round already made
+	asks         atomic.Uint64 // calls, for tests
 }
 
-func newHeartbeats(m *mux, interval, fresh, timeout time.Duration) (*heartbeats, error) {
+func newHeartbeats(m *mux, interval, fresh, forget, timeout time.Duration) (*heartbeats, error) {
 	h := &heartbeats{
-		m: m, interval: interval, fresh: fresh, timeout: timeout,
+		m: m, interval: interval, fresh: fresh, forget: max(forget, hbForget), timeout: timeout,
 		peers:    map[raft.ServerAddress]*hbPeer{},
 		handlers: map[string]*leaseTransport{},
 		conns:    map[net.Conn]struct{}{},
@@ -149,7 +157,7 @@ func (h *heartbeats) close() {
 // answered was sent. An urgent heartbeat (one of a VerifyLeader round)
 // starts a round at once and takes its answer.
 // With stored false, a call always waits for the next round.
-func (h *heartbeats) call(target raft.ServerAddress, t *leaseTransport, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, urgent, stored bool) (time.Time, error) {
+func (h *heartbeats) call(id raft.ServerID, target raft.ServerAddress, t *leaseTransport, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, urgent, stored bool) (time.Time, error) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -163,6 +171,7 @@ func (h *heartbeats) call(target raft.ServerAddress, t *leaseTransport, req *raf
 		go p.run()
 	}
 	h.mu.Unlock()
+	h.asks.Add(1)
 
 	now := time.Now()
 	p.mu.Lock()
@@ -173,6 +182,7 @@ func (h *heartbeats) call(target raft.ServerAddress, t *leaseTransport, req *raf
 	}
 	g.req = *req
 	g.asked = now
+	g.id = id
 	if stored && !urgent && !g.sent.IsZero() && g.err == nil && g.sentTerm == req.Term && now.Sub(g.sent) < h.fresh {
 		*resp = g.resp
 		sent := g.sent
@@ -202,6 +212,7 @@ func (h *heartbeats) call(target raft.ServerAddress, t *leaseTransport, req *raf
 // hbGroup is one group's heartbeating to one peer.
 type hbGroup struct {
 	t     *leaseTransport
+	id    raft.ServerID             // the follower's
 	req   raft.AppendEntriesRequest // the newest heartbeat raft asked for
 	asked time.Time                 // when
 
@@ -283,6 +294,7 @@ func (p *hbPeer) run() {
 type hbItem struct {
 	g    *hbGroup
 	name string
+	id   raft.ServerID
 	req  raft.AppendEntriesRequest
 	resp raft.AppendEntriesResponse
 	err  error
@@ -312,13 +324,13 @@ func (p *hbPeer) round() {
 		_, waited := wanted[name]
 		switch {
 		case waited:
-		case now.Sub(g.asked) > hbForget:
+		case now.Sub(g.asked) > p.h.forget:
 			delete(p.groups, name)
 			continue
 		case !g.t.leads(g.req.Term):
 			continue
 		}
-		it := &hbItem{g: g, name: name, req: g.req}
+		it := &hbItem{g: g, name: name, id: g.id, req: g.req}
 		items = append(items, it)
 		if waited {
 			wanted[name] = it
@@ -347,6 +359,14 @@ func (p *hbPeer) round() {
 		it.g.sent, it.g.sentTerm, it.g.resp, it.g.err = sent, it.req.Term, it.resp, it.err
 	}
 	p.mu.Unlock()
+	// Every acknowledged round renews the group's lease, whether or not
+	// raft asked for it: a leader's raft asks a fifth of a heartbeat
+	// timeout apart or more, longer than a lease would wait.
+	for _, it := range items {
+		if it.err == nil && it.resp.Success && it.resp.Term == it.req.Term && it.g.t.lease != nil {
+			it.g.t.lease.ack(it.req.Term, it.id, sent)
+		}
+	}
 	for _, c := range waiting {
 		it := wanted[c.group]
 		if it == nil {

@@ -66,11 +66,22 @@ type Config struct {
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
-	CommitTimeout      time.Duration
-	MaxAppendEntries   int
-	SnapshotThreshold  uint64
-	SnapshotInterval   time.Duration
-	TrailingLogs       uint64
+	// LeaderHeartbeatTimeout is the heartbeat timeout a group's raft runs
+	// with while it leads, when heartbeats are batched (0: HeartbeatTimeout).
+	// A leading hashicorp/raft asks each follower for a heartbeat every
+	// tenth to fifth of its heartbeat timeout, from a goroutine per group
+	// and follower; with batching those asks are answered from the rounds
+	// (heartbeat.go), and the rounds, not the asks, keep followers' timers
+	// fed. So a leader may ask less often than a follower times out: at
+	// most 2.5 times HeartbeatTimeout, and raft's leader lease check needs
+	// LeaderLeaseTimeout to be at least twice the longest wait between
+	// asks (2/5 of this).
+	LeaderHeartbeatTimeout time.Duration
+	CommitTimeout          time.Duration
+	MaxAppendEntries       int
+	SnapshotThreshold      uint64
+	SnapshotInterval       time.Duration
+	TrailingLogs           uint64
 	// LogStore is the kind of log a new group gets: LogWAL (default) or
 	// LogBolt. An existing group keeps the kind it has.
 	LogStore string
@@ -120,6 +131,12 @@ type Config struct {
 // DefaultConfig returns the defaults: one-second heartbeat and election
 // timeouts, snapshots every 8192 entries keeping 10240 trailing entries.
 //
+// A leader's raft runs with a 2.5 s heartbeat timeout, so its heartbeat
+// goroutines ask every 250-500 ms instead of every 100-200 ms; with 100
+// groups those asks were the largest part of an idle node's CPU left after
+// batching. The leader lease check of raft (when a leader that cannot reach
+// a quorum steps down) runs with 1 s to match.
+//
 // CommitTimeout is 500 ms, not hashicorp/raft's 50 ms: a leader with nothing
 // new sends an AppendEntries to every follower of every group each tick, and
 // at 50 ms those ticks were a third of an idle node's CPU with 100 groups.
@@ -128,15 +145,16 @@ type Config struct {
 // this).
 func DefaultConfig() Config {
 	return Config{
-		HeartbeatTimeout:   1000 * time.Millisecond,
-		ElectionTimeout:    1000 * time.Millisecond,
-		LeaderLeaseTimeout: 500 * time.Millisecond,
-		CommitTimeout:      500 * time.Millisecond,
-		MaxAppendEntries:   64,
-		SnapshotThreshold:  8192,
-		SnapshotInterval:   30 * time.Second,
-		TrailingLogs:       10240,
-		StateCommitDelay:   100 * time.Millisecond,
+		HeartbeatTimeout:       1000 * time.Millisecond,
+		ElectionTimeout:        1000 * time.Millisecond,
+		LeaderLeaseTimeout:     1000 * time.Millisecond,
+		LeaderHeartbeatTimeout: 2500 * time.Millisecond,
+		CommitTimeout:          500 * time.Millisecond,
+		MaxAppendEntries:       64,
+		SnapshotThreshold:      8192,
+		SnapshotInterval:       30 * time.Second,
+		TrailingLogs:           10240,
+		StateCommitDelay:       100 * time.Millisecond,
 	}
 }
 
@@ -153,6 +171,14 @@ func (c *Config) Validate() error {
 		return errors.New("raftgroup: Advertise is required")
 	case c.ElectionTimeout <= 0 || c.HeartbeatTimeout <= 0:
 		return errors.New("raftgroup: timeouts must be positive")
+	case c.LeaderLeaseTimeout > c.HeartbeatTimeout:
+		return fmt.Errorf("raftgroup: LeaderLeaseTimeout %v is longer than HeartbeatTimeout %v", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+	case c.LeaderHeartbeatTimeout != 0 && c.LeaderHeartbeatTimeout < c.HeartbeatTimeout:
+		return fmt.Errorf("raftgroup: LeaderHeartbeatTimeout %v is shorter than HeartbeatTimeout %v", c.LeaderHeartbeatTimeout, c.HeartbeatTimeout)
+	case c.LeaderHeartbeatTimeout*2 > c.HeartbeatTimeout*5:
+		return fmt.Errorf("raftgroup: LeaderHeartbeatTimeout %v is more than 2.5 times HeartbeatTimeout %v", c.LeaderHeartbeatTimeout, c.HeartbeatTimeout)
+	case c.LeaderHeartbeatTimeout*2/5 > c.LeaderLeaseTimeout:
+		return fmt.Errorf("raftgroup: LeaderHeartbeatTimeout %v lets a leader's raft wait up to %v between heartbeats: LeaderLeaseTimeout %v must be at least twice that", c.LeaderHeartbeatTimeout, c.LeaderHeartbeatTimeout/5, c.LeaderLeaseTimeout)
 	}
 	return nil
 }
@@ -197,7 +223,7 @@ func New(cfg Config) (*Host, error) {
 	h := &Host{cfg: cfg, mux: m, groups: make(map[string]*Group)}
 	// Batches from peers are answered even when this node sends its own
 	// heartbeats one by one, so nodes may differ in NoHeartbeatBatching.
-	if h.hb, err = newHeartbeats(m, 3*cfg.HeartbeatTimeout/20, cfg.HeartbeatTimeout/4, 10*time.Second); err != nil {
+	if h.hb, err = newHeartbeats(m, 3*cfg.HeartbeatTimeout/20, cfg.HeartbeatTimeout/4, 4*cfg.LeaderHeartbeatTimeout/5, 10*time.Second); err != nil {
 		m.close()
 		return nil, err
 	}

@@ -55,7 +55,8 @@ func startNode(t testing.TB, name, dir, addr string, tune func(*Config)) *testNo
 	cfg.Logger = testLogger(t).With("node", name)
 	cfg.HeartbeatTimeout = 300 * time.Millisecond
 	cfg.ElectionTimeout = 300 * time.Millisecond
-	cfg.LeaderLeaseTimeout = 150 * time.Millisecond
+	cfg.LeaderLeaseTimeout = 300 * time.Millisecond
+	cfg.LeaderHeartbeatTimeout = 750 * time.Millisecond
 	if tune != nil {
 		tune(&cfg)
 	}

@@ -240,12 +240,12 @@ func (t *leaseTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 	if t.batch && isHeartbeat(args) {
 		// sent becomes when the round that answered was sent. Without a
 		// read lease nothing leans on time: no stored answers.
-		sent, err = t.hb.call(target, t, args, resp, t.verifying.Load() > 0, t.leaseReads)
+		sent, err = t.hb.call(id, target, t, args, resp, t.verifying.Load() > 0, t.leaseReads)
 		if err == nil && sent.Before(start) && t.verifying.Load() > 0 {
 			// A VerifyLeader round began while this call was answered
 			// from an older round: raft may count this answer for it, so
 			// make it one sent after the round began.
-			sent, err = t.hb.call(target, t, args, resp, true, false)
+			sent, err = t.hb.call(id, target, t, args, resp, true, false)
 		}
 	} else {
 		err = t.NetworkTransport.AppendEntries(id, target, args, resp)

@@ -194,7 +194,7 @@ func TestHeartbeatBatching(t *testing.T) {
 			batching := mode != "off"
 			def := DefaultConfig()
 			nodes := threeNodes(t, func(c *Config) {
-				c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = def.HeartbeatTimeout, def.ElectionTimeout, def.LeaderLeaseTimeout
+				c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout, c.LeaderHeartbeatTimeout = def.HeartbeatTimeout, def.ElectionTimeout, def.LeaderLeaseTimeout, def.LeaderHeartbeatTimeout
 				c.NoHeartbeatBatching = mode == "off" || (mode == "mixed" && c.NodeID == "n2")
 			})
 			interval := def.HeartbeatTimeout * 3 / 20 // between rounds
@@ -204,17 +204,36 @@ func TestHeartbeatBatching(t *testing.T) {
 				applyRetry(t, nodes, id, putCmd("k", "v"))
 				terms[id] = waitLeader(t, nodes, id).Status().Term
 			}
-			counts := func() (sent, frames uint64) {
-				for _, n := range nodes {
-					sent, frames = sent+n.h.hb.sent.Load(), frames+n.h.hb.frames.Load()
+			// A leader with batched heartbeats runs raft with the leader's
+			// heartbeat timeout; a follower, and a leader that sends its
+			// heartbeats one by one, with the configured one.
+			waitFor(t, "every raft on its heartbeat timeout", 5*time.Second, func() bool {
+				for _, id := range ids {
+					l := waitLeader(t, nodes, id)
+					for _, n := range nodes {
+						g, _ := n.h.Group(id)
+						want := def.HeartbeatTimeout
+						if g == l && !n.h.cfg.NoHeartbeatBatching {
+							want = def.LeaderHeartbeatTimeout
+						}
+						if g.Raft().ReloadableConfig().HeartbeatTimeout != want {
+							return false
+						}
+					}
 				}
-				return sent, frames
+				return true
+			})
+			counts := func() (sent, frames, asks uint64) {
+				for _, n := range nodes {
+					sent, frames, asks = sent+n.h.hb.sent.Load(), frames+n.h.hb.frames.Load(), asks+n.h.hb.asks.Load()
+				}
+				return sent, frames, asks
 			}
-			sent0, frames0 := counts()
+			sent0, frames0, asks0 := counts()
 			const idle = 3 * time.Second // about 20 rounds
 			time.Sleep(idle)
-			sent, frames := counts()
-			sent, frames = sent-sent0, frames-frames0
+			sent, frames, asks := counts()
+			sent, frames, asks = sent-sent0, frames-frames0, asks-asks0
 			for _, id := range ids {
 				l := waitLeader(t, nodes, id)
 				if term := l.Status().Term; term != terms[id] {
@@ -253,7 +272,27 @@ func TestHeartbeatBatching(t *testing.T) {
 			if stored == 0 {
 				t.Fatal("no heartbeat was answered from a round already made")
 			}
-			t.Logf("%d heartbeats in %d frames, %d answered from rounds already made", sent, frames, stored)
+			// raft asks for each follower's heartbeat a tenth of its heartbeat
+			// timeout apart at the least: with the leader's timeout, at most
+			// once each 250 ms (about 800 asks in all at the 1 s timeout).
+			if mode == "on" {
+				if max := uint64(len(ids) * 2 * (int(idle/(def.LeaderHeartbeatTimeout/10)) + 1)); asks > max {
+					t.Fatalf("leaders asked for %d heartbeats in %v, want at most %d", asks, idle, max)
+				}
+			}
+			t.Logf("%d heartbeats in %d frames, %d asks, %d answered from rounds already made", sent, frames, asks, stored)
+			if mode != "on" {
+				return
+			}
+			// A leader that hands its leadership over goes back to the
+			// configured heartbeat timeout.
+			l := waitLeader(t, nodes, ids[0])
+			if err := l.Raft().LeadershipTransfer().Error(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the old leader back on the configured heartbeat timeout", 5*time.Second, func() bool {
+				return !l.IsLeader() && l.Raft().ReloadableConfig().HeartbeatTimeout == def.HeartbeatTimeout
+			})
 		})
 	}
 }

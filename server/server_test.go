@@ -48,7 +48,8 @@ func startNode(t testing.TB) *Server {
 	cfg.GossipAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg.Raft.HeartbeatTimeout = 300 * time.Millisecond
 	cfg.Raft.ElectionTimeout = 300 * time.Millisecond
-	cfg.Raft.LeaderLeaseTimeout = 150 * time.Millisecond
+	cfg.Raft.LeaderLeaseTimeout = 300 * time.Millisecond
+	cfg.Raft.LeaderHeartbeatTimeout = 750 * time.Millisecond
 	cfg.MaxValueSize = 4096
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv("LDCD_TEST_LOG") != "" {

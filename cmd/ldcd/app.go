@@ -58,6 +58,7 @@ func startCommand() *cli.Command {
 			&cli.DurationFlag{Name: "request-timeout", Value: d.RequestTimeout, EnvVars: env("REQUEST_TIMEOUT"), Usage: "upper bound of a request"},
 			&cli.DurationFlag{Name: "dead-node-timeout", Value: d.DeadNodeTimeout, EnvVars: env("DEAD_NODE_TIMEOUT"), Usage: "how long a node stays down before its replicas are replaced"},
 			&cli.DurationFlag{Name: "heartbeat-timeout", Value: d.Raft.HeartbeatTimeout, EnvVars: env("HEARTBEAT_TIMEOUT"), Usage: "Raft heartbeat timeout of every group"},
+			&cli.DurationFlag{Name: "leader-heartbeat-timeout", EnvVars: env("LEADER_HEARTBEAT_TIMEOUT"), Usage: "heartbeat timeout of a group's raft while it leads, from --heartbeat-timeout to 2.5 times it (default 2.5 times it): the leader asks for each follower's heartbeat every tenth to fifth of it, and the batched rounds (every 0.15 heartbeat timeouts) keep followers in touch either way; ignored with --no-heartbeat-batching"},
 			&cli.DurationFlag{Name: "election-timeout", Value: d.Raft.ElectionTimeout, EnvVars: env("ELECTION_TIMEOUT"), Usage: "Raft election timeout of every group"},
 			&cli.DurationFlag{Name: "commit-timeout", Value: d.Raft.CommitTimeout, EnvVars: env("COMMIT_TIMEOUT"), Usage: "how long a leader with nothing new waits before telling followers the commit index (a tick with nothing new to tell is answered without the network)"},
 			&cli.DurationFlag{Name: "state-commit-delay", Value: d.Raft.StateCommitDelay, EnvVars: env("STATE_COMMIT_DELAY"), Usage: "how long the batches a group applies may gather in one open bbolt transaction before it commits (reads see them at once; a crash loses only the commit, the Raft log replays them); 0 commits every batch"},
@@ -100,7 +101,15 @@ func startCommand() *cli.Command {
 			cfg.Raft.HeartbeatTimeout = c.Duration("heartbeat-timeout")
 			cfg.Raft.ElectionTimeout = c.Duration("election-timeout")
 			cfg.Raft.CommitTimeout = c.Duration("commit-timeout")
-			cfg.Raft.LeaderLeaseTimeout = cfg.Raft.HeartbeatTimeout / 2
+			// raft's leader lease check: a leader that heard from no quorum
+			// for this long steps down.
+			cfg.Raft.LeaderLeaseTimeout = cfg.Raft.HeartbeatTimeout
+			cfg.Raft.LeaderHeartbeatTimeout = c.Duration("leader-heartbeat-timeout")
+			if cfg.Raft.LeaderHeartbeatTimeout == 0 {
+				cfg.Raft.LeaderHeartbeatTimeout = cfg.Raft.HeartbeatTimeout * 5 / 2
+			} else if lht, ht := cfg.Raft.LeaderHeartbeatTimeout, cfg.Raft.HeartbeatTimeout; lht < ht || lht*2 > ht*5 {
+				return fmt.Errorf("--leader-heartbeat-timeout %v: must be from --heartbeat-timeout (%v) to 2.5 times it", lht, ht)
+			}
 			if cfg.Raft.StateCommitDelay = c.Duration("state-commit-delay"); cfg.Raft.StateCommitDelay < 0 {
 				return fmt.Errorf("--state-commit-delay %v: must not be negative", cfg.Raft.StateCommitDelay)
 			}
