@@ -82,7 +82,7 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 		logger.Warn("state machine was open at a machine crash and may be torn: set aside as state.db.torn, rebuilding from the newest snapshot and the log")
 	}
 	closers = append(closers, g.fsm.Close)
-	g.logs, err = openLogStore(dir, h.cfg.LogStore, HCLog(logger, "wal"))
+	g.logs, err = openLogStore(h, id, dir, h.cfg.LogStore, HCLog(logger, "wal"))
 	if err != nil {
 		return nil, err
 	}

@@ -203,6 +203,23 @@ type Host struct {
 	mu     sync.Mutex // guards groups and closed
 	groups map[string]*Group
 	closed bool
+
+	sharedMu sync.Mutex // guards shared
+	shared   *sharedLog // opened with the first group that uses it
+}
+
+// sharedLog returns the node's shared log, opening it the first time.
+func (h *Host) sharedLog() (*sharedLog, error) {
+	h.sharedMu.Lock()
+	defer h.sharedMu.Unlock()
+	if h.shared == nil {
+		l, err := openSharedLog(filepath.Join(h.cfg.DataDir, "raft-logs.db"))
+		if err != nil {
+			return nil, err
+		}
+		h.shared = l
+	}
+	return h.shared, nil
 }
 
 // New starts a host and reopens every group found under DataDir/groups.
@@ -303,6 +320,13 @@ func (h *Host) Remove(id string) error {
 		return ErrNoGroup
 	}
 	err := g.close()
+	if _, serr := os.Stat(filepath.Join(g.dir, sharedMarker)); serr == nil {
+		if l, lerr := h.sharedLog(); lerr != nil {
+			err = errors.Join(err, lerr)
+		} else if derr := l.drop(id); derr != nil {
+			err = errors.Join(err, derr)
+		}
+	}
 	if rerr := os.RemoveAll(g.dir); rerr != nil {
 		err = errors.Join(err, rerr)
 	}
@@ -338,5 +362,13 @@ func (h *Host) Close() error {
 	wg.Wait()
 	h.hb.close()
 	h.mux.close()
+	h.sharedMu.Lock()
+	if h.shared != nil {
+		if err := h.shared.close(); err != nil {
+			errs = append(errs, err)
+		}
+		h.shared = nil
+	}
+	h.sharedMu.Unlock()
 	return errors.Join(errs...)
 }

@@ -23,7 +23,14 @@ const (
 	// LogBolt is hashicorp/raft-boltdb/v2: a bbolt file, two fsyncs per
 	// appended batch (pages, then meta).
 	LogBolt = "bolt"
+	// LogShared keeps the log in the node's shared log (sharedlog.go):
+	// one bbolt file for every such group, one commit for what they
+	// append at the same time.
+	LogShared = "shared"
 )
+
+// sharedMarker in a group's directory says its log is in the shared log.
+const sharedMarker = "log-shared"
 
 // walSegmentSize is the size of one WAL segment file. raft-wal preallocates
 // each segment, so the default of 64 MiB would cost 6.4 GiB of disk on a
@@ -39,15 +46,31 @@ type logStore interface {
 // openLogStore opens the log of the group in dir. A group keeps the kind it
 // was created with: an existing raft.db stays a bbolt log, an existing wal/
 // directory stays a WAL, and a new group gets kind.
-func openLogStore(dir, kind string, logger hclog.Logger) (logStore, error) {
+func openLogStore(h *Host, id, dir, kind string, logger hclog.Logger) (logStore, error) {
 	boltPath := filepath.Join(dir, "raft.db")
 	walDir := filepath.Join(dir, "wal")
+	marker := filepath.Join(dir, sharedMarker)
 	if _, err := os.Stat(boltPath); err == nil {
 		kind = LogBolt
 	} else if _, err := os.Stat(walDir); err == nil {
 		kind = LogWAL
+	} else if _, err := os.Stat(marker); err == nil {
+		kind = LogShared
 	}
 	switch kind {
+	case LogShared:
+		l, err := h.sharedLog()
+		if err != nil {
+			return nil, err
+		}
+		g, err := l.group(id)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(marker, nil, 0o644); err != nil {
+			return nil, fmt.Errorf("raftgroup: log store: %w", err)
+		}
+		return g, nil
 	case LogBolt:
 		s, err := raftboltdb.New(raftboltdb.Options{Path: boltPath, BoltOptions: &bolt.Options{
 			NoFreelistSync: true,
@@ -69,7 +92,7 @@ func openLogStore(dir, kind string, logger hclog.Logger) (logStore, error) {
 		}
 		return &walStore{WAL: w, meta: meta}, nil
 	default:
-		return nil, errors.New("raftgroup: log store must be " + LogWAL + " or " + LogBolt)
+		return nil, errors.New("raftgroup: log store must be " + LogWAL + ", " + LogBolt + " or " + LogShared)
 	}
 }
 

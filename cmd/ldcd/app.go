@@ -15,6 +15,7 @@ import (
 
 	"github.com/ldcd/ldcd/client"
 	"github.com/ldcd/ldcd/placement"
+	"github.com/ldcd/ldcd/raftgroup"
 	"github.com/ldcd/ldcd/server"
 	"github.com/urfave/cli/v2"
 )
@@ -61,6 +62,7 @@ func startCommand() *cli.Command {
 			&cli.DurationFlag{Name: "leader-heartbeat-timeout", EnvVars: env("LEADER_HEARTBEAT_TIMEOUT"), Usage: "heartbeat timeout of a group's raft while it leads, from --heartbeat-timeout to 2.5 times it (default 2.5 times it): the leader asks for each follower's heartbeat every tenth to fifth of it, and the batched rounds (every 0.15 heartbeat timeouts) keep followers in touch either way; ignored with --no-heartbeat-batching"},
 			&cli.DurationFlag{Name: "election-timeout", Value: d.Raft.ElectionTimeout, EnvVars: env("ELECTION_TIMEOUT"), Usage: "Raft election timeout of every group"},
 			&cli.DurationFlag{Name: "commit-timeout", Value: d.Raft.CommitTimeout, EnvVars: env("COMMIT_TIMEOUT"), Usage: "how long a leader with nothing new waits before telling followers the commit index (a tick with nothing new to tell is answered without the network)"},
+			&cli.StringFlag{Name: "log-store", Value: "wal", EnvVars: env("LOG_STORE"), Usage: "the Raft log a new group gets: wal (raft-wal segment files per group), bolt (a bbolt file per group) or shared (one bbolt file for all the node's groups, which commit together); a group keeps the kind it was made with"},
 			&cli.DurationFlag{Name: "state-commit-delay", Value: d.Raft.StateCommitDelay, EnvVars: env("STATE_COMMIT_DELAY"), Usage: "how long the batches a group applies may gather in one open bbolt transaction before it commits (reads see them at once; a crash loses only the commit, the Raft log replays them); 0 commits every batch"},
 			&cli.BoolFlag{Name: "no-read-lease", EnvVars: env("NO_READ_LEASE"), Usage: "confirm leadership with a heartbeat round for every linearizable read instead of serving them under a leader's read lease (the lease needs every node's heartbeat timeout to be at least half of any other's)"},
 			&cli.BoolFlag{Name: "no-heartbeat-batching", EnvVars: env("NO_HEARTBEAT_BATCHING"), Usage: "send every group's heartbeats as RPCs of their own instead of one frame per node pair every 0.15 heartbeat timeouts for all groups (this also turns off quiet appends)"},
@@ -112,6 +114,11 @@ func startCommand() *cli.Command {
 			}
 			if cfg.Raft.StateCommitDelay = c.Duration("state-commit-delay"); cfg.Raft.StateCommitDelay < 0 {
 				return fmt.Errorf("--state-commit-delay %v: must not be negative", cfg.Raft.StateCommitDelay)
+			}
+			switch cfg.Raft.LogStore = c.String("log-store"); cfg.Raft.LogStore {
+			case raftgroup.LogWAL, raftgroup.LogBolt, raftgroup.LogShared:
+			default:
+				return fmt.Errorf("--log-store %q: must be wal, bolt or shared", cfg.Raft.LogStore)
 			}
 			cfg.Raft.NoReadLease = c.Bool("no-read-lease")
 			cfg.Raft.NoHeartbeatBatching = c.Bool("no-heartbeat-batching")
