@@ -62,9 +62,9 @@ const (
 	hbMaxFrame = 8 << 20
 )
 
-// hbForget is how long a group stays in the rounds after its raft last
-// asked to heartbeat (it stopped leading, or the follower left), at least:
-// never less than twice the longest a leading raft waits between asks.
+// hbForget is the least time a group stays in the rounds after its raft last
+// asked to heartbeat (it stopped leading, or the follower left); a host
+// raises it to twice the longest wait between a leading raft's asks.
 const hbForget = time.Second
 
 func isHeartbeat(req *raft.AppendEntriesRequest) bool {
