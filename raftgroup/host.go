@@ -213,7 +213,7 @@ func (h *Host) sharedLog() (*sharedLog, error) {
 	h.sharedMu.Lock()
 	defer h.sharedMu.Unlock()
 	if h.shared == nil {
-		l, err := openSharedLog(filepath.Join(h.cfg.DataDir, "raft-logs.db"))
+		l, err := openSharedLog(filepath.Join(h.cfg.DataDir, "shared-log"), sharedSegmentSize)
 		if err != nil {
 			return nil, err
 		}

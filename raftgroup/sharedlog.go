@@ -6,7 +6,12 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,36 +19,58 @@ import (
 )
 
 // A shared log keeps the Raft logs and stable state of every group of a node
-// that uses it in one append-only file, and writes what groups append at the
-// same time with one write and one fdatasync (group commit), where a log per
-// group syncs once per group and batch.
+// that uses it in one sequence of append-only segment files, and writes what
+// groups append at the same time with one write and one fsync (group
+// commit), where a log per group syncs once per group and batch.
 //
 // A write is running or none: what arrives meanwhile waits and goes into the
 // next one, so batches grow with the load and a lone append waits for no
 // timer. Each group's entries are found through an index in memory, rebuilt
-// by reading the file when the node starts.
+// by reading the segments when the node starts.
 //
-// The file is a sequence of records: a 4-byte length of what follows the
+// A segment is a sequence of records: a 4-byte length of what follows the
 // checksum, a 4-byte CRC-32C of it, a type byte, the group id behind a
-// uvarint length, and the type's payload. A record that is cut short or
-// fails its checksum ends the log (the tail of a write that a crash cut off,
-// never acknowledged); the file is truncated there.
+// uvarint length, and the type's payload. A record of the last segment that
+// is cut short or fails its checksum ends the log (the tail of a write that
+// a crash cut off, never acknowledged); the file is truncated there. In an
+// older segment it is corruption, and opening fails.
 //
-// EXPERIMENT: no segment files and no garbage collection yet: the file only
-// grows.
+// Segments are recycled oldest first. When the active segment is full, a new
+// one begins with every group's stable state, and with the live entries of
+// the groups whose oldest entry is in a segment more than keepSegments old
+// (an idle group would otherwise pin every segment after its own). Then the
+// segments older than every group's oldest live entry are deleted. Since
+// deletion is oldest first, a record that deletes entries always outlives
+// them, and replay from the first segment left gives the same logs.
 type sharedLog struct {
-	f *os.File
+	dir     string
+	segSize int64
 
 	mu      sync.Mutex // guards queue, running, groups and recovered
 	queue   []*sharedOp
 	running bool
-	end     int64 // where the next record goes; the commit loop's
 	groups  map[string]*sharedGroupLog
-	// recovered holds what the file held for groups not opened yet.
+	// recovered holds what the segments held for groups not opened yet.
 	recovered map[string]*sharedGroupLog
+
+	// segMu guards segs; reads hold it for reading across the read, so a
+	// segment is never closed under one.
+	segMu sync.RWMutex
+	segs  map[uint64]*os.File
+	// The commit loop's (and recovery's): the active segment and where
+	// the next record goes in it.
+	active uint64
+	end    int64
 
 	commits, ops uint64 // under mu
 }
+
+// Segment defaults: 64 MiB files; groups whose oldest entry is more than 3
+// segments old are copied forward.
+const (
+	sharedSegmentSize = 64 << 20
+	keepSegments      = 3
+)
 
 const (
 	recEntries = 1 // count, then each entry behind a uvarint length
@@ -58,28 +85,92 @@ var errKeyNotFound = errors.New("not found") // hashicorp/raft compares the mess
 
 type sharedOp struct {
 	rec   []byte
-	apply func(off int64) // where rec landed; after the sync, in order
+	apply func(seq uint64, off int64) // where rec landed; after the sync, in order
 	done  chan error
 }
 
-func openSharedLog(path string) (*sharedLog, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
+func openSharedLog(dir string, segSize int64) (*sharedLog, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("raftgroup: shared log: %w", err)
 	}
-	l := &sharedLog{f: f, groups: map[string]*sharedGroupLog{}, recovered: map[string]*sharedGroupLog{}}
+	l := &sharedLog{dir: dir, segSize: segSize, segs: map[uint64]*os.File{},
+		groups: map[string]*sharedGroupLog{}, recovered: map[string]*sharedGroupLog{}}
 	if err := l.recover(); err != nil {
-		f.Close()
+		l.close()
 		return nil, err
 	}
 	return l, nil
 }
 
-// recover reads every record and truncates a torn tail.
+func segName(seq uint64) string { return fmt.Sprintf("%020d.seg", seq) }
+
+// recover opens the segments in order and replays their records.
 func (l *sharedLog) recover() error {
-	data, err := io.ReadAll(io.NewSectionReader(l.f, 0, 1<<62))
+	names, err := filepath.Glob(filepath.Join(l.dir, "*.seg"))
+	if err != nil {
+		return err
+	}
+	var seqs []uint64
+	for _, n := range names {
+		seq, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(n), ".seg"), 10, 64)
+		if err != nil || filepath.Base(n) != segName(seq) {
+			return fmt.Errorf("raftgroup: shared log: unexpected file %s", n)
+		}
+		seqs = append(seqs, seq)
+	}
+	slices.Sort(seqs)
+	if len(seqs) == 0 {
+		return l.createSegment(1)
+	}
+	for i, seq := range seqs {
+		f, err := os.OpenFile(filepath.Join(l.dir, segName(seq)), os.O_RDWR, 0o600)
+		if err != nil {
+			return fmt.Errorf("raftgroup: shared log: %w", err)
+		}
+		l.segs[seq] = f
+		end, err := l.replaySegment(seq, f, i == len(seqs)-1)
+		if err != nil {
+			return err
+		}
+		l.active, l.end = seq, end
+	}
+	return nil
+}
+
+func (l *sharedLog) createSegment(seq uint64) error {
+	f, err := os.OpenFile(filepath.Join(l.dir, segName(seq)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("raftgroup: shared log: %w", err)
+	}
+	if err := syncDir(l.dir); err != nil {
+		f.Close()
+		return err
+	}
+	l.segMu.Lock()
+	l.segs[seq] = f
+	l.segMu.Unlock()
+	l.active, l.end = seq, 0
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("raftgroup: shared log: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("raftgroup: shared log: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// replaySegment replays segment seq and returns where its records end; the
+// last segment's torn tail is cut off.
+func (l *sharedLog) replaySegment(seq uint64, f *os.File, last bool) (int64, error) {
+	data, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<62))
+	if err != nil {
+		return 0, fmt.Errorf("raftgroup: shared log: %w", err)
 	}
 	var off int64
 	for {
@@ -91,21 +182,23 @@ func (l *sharedLog) recover() error {
 		if n > int64(len(rest)-8) || crc32.Checksum(rest[8:8+n], crcTable) != binary.BigEndian.Uint32(rest[4:]) {
 			break
 		}
-		if err := l.replay(rest[8:8+n], off); err != nil {
-			return err
+		if err := l.replay(rest[8:8+n], seq, off); err != nil {
+			return 0, err
 		}
 		off += 8 + n
 	}
 	if off < int64(len(data)) {
-		if err := l.f.Truncate(off); err != nil {
-			return fmt.Errorf("raftgroup: shared log: truncate torn tail: %w", err)
+		if !last {
+			return 0, fmt.Errorf("raftgroup: shared log: segment %s is corrupt at offset %d", segName(seq), off)
+		}
+		if err := f.Truncate(off); err != nil {
+			return 0, fmt.Errorf("raftgroup: shared log: truncate torn tail: %w", err)
 		}
 	}
-	l.end = off
-	return nil
+	return off, nil
 }
 
-func (l *sharedLog) replay(body []byte, off int64) error {
+func (l *sharedLog) replay(body []byte, seq uint64, off int64) error {
 	typ, id, payload, err := splitRecord(body)
 	if err != nil {
 		return err
@@ -119,7 +212,7 @@ func (l *sharedLog) replay(body []byte, off int64) error {
 		g = &sharedGroupLog{l: l, id: id, stable: map[string][]byte{}}
 		l.recovered[id] = g
 	}
-	return g.applyRecord(typ, payload, off+8+int64(len(body)-len(payload)))
+	return g.applyRecord(typ, payload, seq, off+8+int64(len(body)-len(payload)))
 }
 
 func splitRecord(body []byte) (typ byte, id string, payload []byte, err error) {
@@ -134,7 +227,16 @@ func splitRecord(body []byte) (typ byte, id string, payload []byte, err error) {
 	return typ, string(idb), rest, nil
 }
 
-func (l *sharedLog) close() error { return l.f.Close() }
+func (l *sharedLog) close() error {
+	l.segMu.Lock()
+	defer l.segMu.Unlock()
+	var errs []error
+	for seq, f := range l.segs {
+		errs = append(errs, f.Close())
+		delete(l.segs, seq)
+	}
+	return errors.Join(errs...)
+}
 
 // record frames a record of type typ for group id with payload.
 func record(typ byte, id string, payload []byte) []byte {
@@ -161,7 +263,7 @@ func uvarintLen(v uint64) int {
 
 // write appends rec in the next group commit and returns once it is synced
 // and apply has run.
-func (l *sharedLog) write(rec []byte, apply func(off int64)) error {
+func (l *sharedLog) write(rec []byte, apply func(seq uint64, off int64)) error {
 	op := &sharedOp{rec: rec, apply: apply, done: make(chan error, 1)}
 	l.mu.Lock()
 	l.queue = append(l.queue, op)
@@ -188,31 +290,156 @@ func (l *sharedLog) commitLoop() {
 		l.commits++
 		l.ops += uint64(len(ops))
 		l.mu.Unlock()
+		var err error
+		if l.end >= l.segSize {
+			err = l.rotate()
+		}
 		buf = buf[:0]
 		offs := make([]int64, len(ops))
 		for i, op := range ops {
 			offs[i] = l.end + int64(len(buf))
 			buf = append(buf, op.rec...)
 		}
-		_, err := l.f.WriteAt(buf, l.end)
 		if err == nil {
-			err = l.f.Sync()
-		}
-		if err != nil {
-			// What was written may be on disk or not: the file is no longer
-			// trustworthy past l.end. Cut it back, and fail these writes.
-			l.f.Truncate(l.end)
-			err = fmt.Errorf("raftgroup: shared log: %w", err)
-		} else {
-			l.end += int64(len(buf))
+			err = l.append(buf)
 		}
 		for i, op := range ops {
 			if err == nil && op.apply != nil {
-				op.apply(offs[i])
+				op.apply(l.active, offs[i])
 			}
 			op.done <- err
 		}
 	}
+}
+
+// append writes buf at the end of the active segment and syncs it.
+func (l *sharedLog) append(buf []byte) error {
+	l.segMu.RLock()
+	f := l.segs[l.active]
+	l.segMu.RUnlock()
+	_, err := f.WriteAt(buf, l.end)
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		// What was written may be on disk or not: the segment is no
+		// longer trustworthy past l.end. Cut it back.
+		f.Truncate(l.end)
+		return fmt.Errorf("raftgroup: shared log: %w", err)
+	}
+	l.end += int64(len(buf))
+	return nil
+}
+
+// rotate starts the next segment with every group's stable state and the
+// live entries of the groups that pin old segments, then deletes the
+// segments no group needs. It runs on the commit loop, between writes.
+func (l *sharedLog) rotate() error {
+	l.mu.Lock()
+	groups := make([]*sharedGroupLog, 0, len(l.groups)+len(l.recovered))
+	for _, g := range l.groups {
+		groups = append(groups, g)
+	}
+	for _, g := range l.recovered {
+		groups = append(groups, g)
+	}
+	l.mu.Unlock()
+	if err := l.createSegment(l.active + 1); err != nil {
+		return err
+	}
+	type moved struct {
+		g       *sharedGroupLog
+		first   uint64
+		payload []byte
+		off     int64
+	}
+	var buf []byte
+	var moves []moved
+	for _, g := range groups {
+		g.mu.RLock()
+		for k, v := range g.stable {
+			buf = append(buf, record(recStable, g.id, stablePayload([]byte(k), v))...)
+		}
+		pinned := len(g.locs) > 0 && g.locs[0].seg+keepSegments < l.active
+		var locs []entryLoc
+		var first uint64
+		if pinned {
+			locs, first = slices.Clone(g.locs), g.first
+		}
+		g.mu.RUnlock()
+		if !pinned {
+			continue
+		}
+		// A group's log is only appended to by its raft, whose writes
+		// wait behind this commit loop: locs stays what it was.
+		payload := binary.AppendUvarint(nil, uint64(len(locs)))
+		for i, loc := range locs {
+			e := make([]byte, loc.n)
+			if err := l.readAt(e, loc); err != nil {
+				return fmt.Errorf("raftgroup: shared log: copy entry %d of %s forward: %w", first+uint64(i), g.id, err)
+			}
+			payload = binary.AppendUvarint(payload, uint64(len(e)))
+			payload = append(payload, e...)
+		}
+		buf = append(buf, record(recDelete, g.id, deletePayload(0, math.MaxUint64))...)
+		off := int64(len(buf))
+		buf = append(buf, record(recEntries, g.id, payload)...)
+		moves = append(moves, moved{g: g, first: first, payload: payload, off: off})
+	}
+	if len(buf) > 0 {
+		if err := l.append(buf); err != nil {
+			return err
+		}
+	}
+	for _, m := range moves {
+		m.g.mu.Lock()
+		m.g.locs = nil // one swap: readers see the old places or the new
+		err := m.g.applyLocked(recEntries, m.payload, l.active, m.off+payloadAt(m.g.id))
+		m.g.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	// Delete the segments older than every group's oldest live entry.
+	oldest := l.active
+	for _, g := range groups {
+		g.mu.RLock()
+		if len(g.locs) > 0 {
+			oldest = min(oldest, g.locs[0].seg)
+		}
+		g.mu.RUnlock()
+	}
+	l.segMu.Lock()
+	var gone []uint64
+	for seq, f := range l.segs {
+		if seq < oldest {
+			f.Close()
+			delete(l.segs, seq)
+			gone = append(gone, seq)
+		}
+	}
+	l.segMu.Unlock()
+	slices.Sort(gone)
+	for _, seq := range gone { // oldest first: a crash leaves a suffix
+		if err := os.Remove(filepath.Join(l.dir, segName(seq))); err != nil {
+			return fmt.Errorf("raftgroup: shared log: %w", err)
+		}
+	}
+	if len(gone) > 0 {
+		return syncDir(l.dir)
+	}
+	return nil
+}
+
+func (l *sharedLog) readAt(b []byte, loc entryLoc) error {
+	l.segMu.RLock()
+	defer l.segMu.RUnlock()
+	f := l.segs[loc.seg]
+	if f == nil {
+		return fmt.Errorf("segment %s is gone", segName(loc.seg))
+	}
+	_, err := f.ReadAt(b, loc.off)
+	return err
 }
 
 // group returns the log and stable store of group id in l.
@@ -254,6 +481,7 @@ type sharedGroupLog struct {
 }
 
 type entryLoc struct {
+	seg uint64
 	off int64
 	n   int32
 }
@@ -277,6 +505,10 @@ func (g *sharedGroupLog) LastIndex() (uint64, error) {
 }
 
 func (g *sharedGroupLog) GetLog(index uint64, log *raft.Log) error {
+	// segMu first, so that no rotation moves or deletes the entry between
+	// finding and reading it.
+	g.l.segMu.RLock()
+	defer g.l.segMu.RUnlock()
 	g.mu.RLock()
 	if len(g.locs) == 0 || index < g.first || index >= g.first+uint64(len(g.locs)) {
 		g.mu.RUnlock()
@@ -284,8 +516,12 @@ func (g *sharedGroupLog) GetLog(index uint64, log *raft.Log) error {
 	}
 	loc := g.locs[index-g.first]
 	g.mu.RUnlock()
+	f := g.l.segs[loc.seg]
+	if f == nil {
+		return fmt.Errorf("raftgroup: shared log: entry %d of %s: segment %s is gone", index, g.id, segName(loc.seg))
+	}
 	b := make([]byte, loc.n)
-	if _, err := g.l.f.ReadAt(b, loc.off); err != nil {
+	if _, err := f.ReadAt(b, loc.off); err != nil {
 		return fmt.Errorf("raftgroup: shared log: read entry %d: %w", index, err)
 	}
 	return decodeLog(b, log)
@@ -306,26 +542,41 @@ func (g *sharedGroupLog) StoreLogs(logs []*raft.Log) error {
 		payload = append(payload, e...)
 	}
 	rec := record(recEntries, g.id, payload)
-	return g.l.write(rec, func(off int64) {
-		if err := g.applyRecord(recEntries, payload, off+payloadAt(g.id)); err != nil {
+	return g.l.write(rec, func(seq uint64, off int64) {
+		if err := g.applyRecord(recEntries, payload, seq, off+payloadAt(g.id)); err != nil {
 			panic(err) // we just encoded it
 		}
 	})
 }
 
 func (g *sharedGroupLog) DeleteRange(min, max uint64) error {
-	payload := binary.BigEndian.AppendUint64(nil, min)
-	payload = binary.BigEndian.AppendUint64(payload, max)
-	return g.l.write(record(recDelete, g.id, payload), func(int64) {
-		g.applyRecord(recDelete, payload, 0)
+	payload := deletePayload(min, max)
+	return g.l.write(record(recDelete, g.id, payload), func(uint64, int64) {
+		g.applyRecord(recDelete, payload, 0, 0)
 	})
 }
 
-// applyRecord applies a record of g's whose payload starts at file offset
-// at.
-func (g *sharedGroupLog) applyRecord(typ byte, payload []byte, at int64) error {
+func deletePayload(min, max uint64) []byte {
+	payload := binary.BigEndian.AppendUint64(nil, min)
+	return binary.BigEndian.AppendUint64(payload, max)
+}
+
+func stablePayload(key, val []byte) []byte {
+	payload := binary.AppendUvarint(nil, uint64(len(key)))
+	payload = append(payload, key...)
+	payload = binary.AppendUvarint(payload, uint64(len(val)))
+	return append(payload, val...)
+}
+
+// applyRecord applies a record of g's whose payload starts at offset at of
+// segment seq.
+func (g *sharedGroupLog) applyRecord(typ byte, payload []byte, seq uint64, at int64) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.applyLocked(typ, payload, seq, at)
+}
+
+func (g *sharedGroupLog) applyLocked(typ byte, payload []byte, seq uint64, at int64) error {
 	switch typ {
 	case recEntries:
 		count, k := binary.Uvarint(payload)
@@ -340,7 +591,7 @@ func (g *sharedGroupLog) applyRecord(typ byte, payload []byte, at int64) error {
 			}
 			p += k
 			index := binary.BigEndian.Uint64(payload[p:])
-			loc := entryLoc{off: at + int64(p), n: int32(n)}
+			loc := entryLoc{seg: seq, off: at + int64(p), n: int32(n)}
 			p += int(n)
 			switch {
 			case len(g.locs) == 0:
@@ -389,12 +640,9 @@ func (g *sharedGroupLog) applyRecord(typ byte, payload []byte, at int64) error {
 }
 
 func (g *sharedGroupLog) Set(key, val []byte) error {
-	payload := binary.AppendUvarint(nil, uint64(len(key)))
-	payload = append(payload, key...)
-	payload = binary.AppendUvarint(payload, uint64(len(val)))
-	payload = append(payload, val...)
-	return g.l.write(record(recStable, g.id, payload), func(int64) {
-		g.applyRecord(recStable, payload, 0)
+	payload := stablePayload(key, val)
+	return g.l.write(record(recStable, g.id, payload), func(uint64, int64) {
+		g.applyRecord(recStable, payload, 0, 0)
 	})
 }
 

@@ -1,0 +1,179 @@
+package raftgroup
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/hashicorp/raft"
+)
+
+func entry(i uint64, term uint64, size int) *raft.Log {
+	return &raft.Log{Index: i, Term: term, Type: raft.LogCommand, Data: bytes.Repeat([]byte{byte(i)}, size)}
+}
+
+// checkLog asserts that g holds exactly first..last, entry i carrying term
+// terms(i).
+func checkLog(t *testing.T, g *sharedGroupLog, first, last uint64, terms func(uint64) uint64, size int) {
+	t.Helper()
+	if f, _ := g.FirstIndex(); f != first {
+		t.Fatalf("%s: first index %d, want %d", g.id, f, first)
+	}
+	if l, _ := g.LastIndex(); l != last {
+		t.Fatalf("%s: last index %d, want %d", g.id, l, last)
+	}
+	for i := first; i <= last && last > 0; i++ {
+		var e raft.Log
+		if err := g.GetLog(i, &e); err != nil {
+			t.Fatalf("%s: entry %d: %v", g.id, i, err)
+		}
+		if e.Index != i || e.Term != terms(i) || !bytes.Equal(e.Data, bytes.Repeat([]byte{byte(i)}, size)) {
+			t.Fatalf("%s: entry %d read back as index %d term %d (%d bytes)", g.id, i, e.Index, e.Term, len(e.Data))
+		}
+	}
+	if first > 1 {
+		var e raft.Log
+		if err := g.GetLog(first-1, &e); err != raft.ErrLogNotFound {
+			t.Fatalf("%s: entry %d before the first: %v, want ErrLogNotFound", g.id, first-1, err)
+		}
+	}
+}
+
+// TestSharedLog writes the logs of several groups at once into small
+// segments, truncates, compacts and drops, lets an idle group be copied
+// forward, and checks after each reopen that every log, every stable value
+// and nothing more came back, and that old segments were deleted.
+func TestSharedLog(t *testing.T) {
+	dir := t.TempDir()
+	const size = 200
+	open := func() *sharedLog {
+		l, err := openSharedLog(dir, 16<<10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	l := open()
+	group := func(l *sharedLog, id string) *sharedGroupLog {
+		g, err := l.group(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	term1 := func(uint64) uint64 { return 1 }
+
+	// An idle group: ten entries and a vote, then nothing.
+	idle := group(l, "idle")
+	for i := uint64(1); i <= 10; i++ {
+		if err := idle.StoreLog(entry(i, 1, size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := idle.SetUint64([]byte("CurrentTerm"), 7); err != nil {
+		t.Fatal(err)
+	}
+	// Four busy groups append at once, and compact as raft does after a
+	// snapshot.
+	var wg sync.WaitGroup
+	for n := 0; n < 4; n++ {
+		g := group(l, fmt.Sprintf("g%d", n))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := uint64(1); i <= 600; i += 3 {
+				if err := g.StoreLogs([]*raft.Log{entry(i, 1, size), entry(i+1, 1, size), entry(i+2, 1, size)}); err != nil {
+					t.Error(err)
+					return
+				}
+				if i%150 == 1 && i > 150 {
+					if err := g.DeleteRange(1, i-100); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	g0 := group(l, "g0")
+	// A conflicting suffix: 591..600 go, 591..595 come back in term 2.
+	if err := g0.DeleteRange(591, 600); err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(591); i <= 595; i++ {
+		if err := g0.StoreLog(entry(i, 2, size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g0terms := func(i uint64) uint64 {
+		if i >= 591 {
+			return 2
+		}
+		return 1
+	}
+	if err := l.drop("g3"); err != nil {
+		t.Fatal(err)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	// About 600 KiB written in 16 KiB segments: without deletion there
+	// would be about 40.
+	if len(segs) > 12 {
+		t.Fatalf("%d segments left, want old ones deleted", len(segs))
+	}
+	check := func(l *sharedLog) {
+		t.Helper()
+		checkLog(t, group(l, "idle"), 1, 10, term1, size)
+		if v, err := group(l, "idle").GetUint64([]byte("CurrentTerm")); err != nil || v != 7 {
+			t.Fatalf("idle's CurrentTerm: %d %v", v, err)
+		}
+		checkLog(t, group(l, "g0"), 352, 595, g0terms, size)
+		for _, id := range []string{"g1", "g2"} {
+			checkLog(t, group(l, id), 352, 600, term1, size)
+		}
+		checkLog(t, group(l, "g3"), 0, 0, term1, size)
+		if _, err := group(l, "g3").Get([]byte("CurrentTerm")); err == nil || err.Error() != "not found" {
+			t.Fatalf("a dropped group's stable key: %v, want not found", err)
+		}
+	}
+	check(l)
+	if err := l.close(); err != nil {
+		t.Fatal(err)
+	}
+	l = open()
+	check(l)
+
+	// A torn tail (a write a crash cut short) is cut off; what was
+	// acknowledged stays.
+	l.close()
+	segs, _ = filepath.Glob(filepath.Join(dir, "*.seg"))
+	last := segs[len(segs)-1]
+	f, err := os.OpenFile(last, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(record(recEntries, "g1", []byte{1, 2, 3})[:9])
+	f.Close()
+	l = open()
+	check(l)
+	if err := group(l, "g1").StoreLog(entry(601, 1, size)); err != nil {
+		t.Fatal(err)
+	}
+	l.close()
+	l = open()
+	checkLog(t, group(l, "g1"), 352, 601, term1, size)
+	l.close()
+
+	// A bad record in an older segment is corruption: refused.
+	if len(segs) > 1 {
+		b, _ := os.ReadFile(segs[0])
+		b[10] ^= 0xff
+		os.WriteFile(segs[0], b, 0o600)
+		if _, err := openSharedLog(dir, 16<<10); err == nil {
+			t.Fatal("a corrupt older segment was accepted")
+		}
+	}
+}
