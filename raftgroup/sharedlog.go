@@ -602,7 +602,10 @@ func (g *sharedGroupLog) applyLocked(typ byte, payload []byte, seq uint64, at in
 				// raft overwrites only after deleting; keep the newest.
 				g.locs = append(g.locs[:index-g.first], loc)
 			default:
-				return fmt.Errorf("raftgroup: shared log: group %s: entry %d does not follow %d..%d", g.id, index, g.first, g.first+uint64(len(g.locs))-1)
+				// Not adjacent to what is kept (raft does not do this: the
+				// log says it is monotonic, so raft empties it after
+				// installing a snapshot): the log starts again here.
+				g.first, g.locs = index, append(g.locs[:0], loc)
 			}
 		}
 	case recDelete:
@@ -672,6 +675,11 @@ func (g *sharedGroupLog) GetUint64(key []byte) (uint64, error) {
 	}
 	return binary.BigEndian.Uint64(v), nil
 }
+
+// IsMonotonic implements raft.MonotonicLogStore: after installing a
+// snapshot raft deletes the whole log rather than leave a gap before the
+// entries that follow it.
+func (g *sharedGroupLog) IsMonotonic() bool { return true }
 
 // Close implements io.Closer; the shared log outlives its groups.
 func (g *sharedGroupLog) Close() error { return nil }

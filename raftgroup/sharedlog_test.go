@@ -177,3 +177,35 @@ func TestSharedLog(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedLogRestarts: an entry not adjacent to the log (raft does not
+// write one: it empties a monotonic log after installing a snapshot) starts
+// the log again there, and replay says the same.
+func TestSharedLogRestarts(t *testing.T) {
+	dir := t.TempDir()
+	l, err := openSharedLog(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _ := l.group("g")
+	for i := uint64(1); i <= 5; i++ {
+		if err := g.StoreLog(entry(i, 1, 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := g.StoreLog(entry(100, 1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	one := func(uint64) uint64 { return 1 }
+	checkLog(t, g, 100, 100, one, 10)
+	l.close()
+	if l, err = openSharedLog(dir, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	defer l.close()
+	g, _ = l.group("g")
+	checkLog(t, g, 100, 100, one, 10)
+	if !g.IsMonotonic() {
+		t.Fatal("the shared log must tell raft it is monotonic")
+	}
+}
