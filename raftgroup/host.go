@@ -82,8 +82,8 @@ type Config struct {
 	SnapshotThreshold      uint64
 	SnapshotInterval       time.Duration
 	TrailingLogs           uint64
-	// LogStore is the kind of log a new group gets: LogWAL (default) or
-	// LogBolt. An existing group keeps the kind it has.
+	// LogStore is the kind of log a new group gets: LogWAL (default),
+	// LogShared or LogBolt. An existing group keeps the kind it has.
 	LogStore string
 	// SyncState fsyncs every batch the state machine applies. Off by
 	// default: the Raft log is synced, a process crash loses nothing, and
