@@ -292,11 +292,20 @@ func TestSharedConnections(t *testing.T) {
 	}
 }
 
+// TestLeaderKillRestartCatchUp runs with each log kind: the restarted node
+// reopens its log, and installs a snapshot past it.
 func TestLeaderKillRestartCatchUp(t *testing.T) {
+	for _, kind := range []string{LogWAL, LogShared} {
+		t.Run("log="+kind, func(t *testing.T) { testLeaderKillRestartCatchUp(t, kind) })
+	}
+}
+
+func testLeaderKillRestartCatchUp(t *testing.T, kind string) {
 	nodes := threeNodes(t, func(c *Config) {
 		c.SnapshotThreshold = 50
 		c.TrailingLogs = 10
 		c.SnapshotInterval = 100 * time.Millisecond
+		c.LogStore = kind
 	})
 	bootstrap(t, nodes, "g-00-09")
 	for i := 0; i < 30; i++ {
@@ -318,12 +327,17 @@ func TestLeaderKillRestartCatchUp(t *testing.T) {
 	}
 	// Restart it from disk: it reopens the group and catches up (from a
 	// snapshot, since the log was compacted past what it had).
-	nodes[dead] = startNode(t, victim.name, victim.dir, victim.addr, func(c *Config) { c.SnapshotThreshold = 50; c.TrailingLogs = 10 })
+	nodes[dead] = startNode(t, victim.name, victim.dir, victim.addr, func(c *Config) { c.SnapshotThreshold = 50; c.TrailingLogs = 10; c.LogStore = kind })
 	if _, ok := nodes[dead].h.Group("g-00-09"); !ok {
 		t.Fatal("restarted host did not reopen its group")
 	}
 	applyRetry(t, nodes, "g-00-09", putCmd("final", "x"))
 	checkReplicasAgree(t, nodes, "g-00-09")
+	_, walErr := os.Stat(filepath.Join(victim.dir, "groups", "g-00-09", "wal"))
+	_, markErr := os.Stat(filepath.Join(victim.dir, "groups", "g-00-09", sharedMarker))
+	if (walErr == nil) != (kind == LogWAL) || (markErr == nil) != (kind == LogShared) {
+		t.Fatalf("log kind %s: wal dir %v, shared marker %v", kind, walErr, markErr)
+	}
 }
 
 func TestLinearizableReadOnlyAtLeader(t *testing.T) {
