@@ -63,14 +63,26 @@ func openLogStore(h *Host, id, dir, kind string, logger hclog.Logger) (logStore,
 		if err != nil {
 			return nil, err
 		}
-		g, err := l.group(id)
-		if err != nil {
-			return nil, err
+		if _, err := os.Stat(marker); err != nil {
+			// A new group: whatever an earlier group of this id left in
+			// the shared log (its drop may have failed) is not its. The
+			// marker is synced before the group writes anything: lost
+			// in a crash, it would make the group new again, and drop
+			// its log and its vote.
+			if err := l.drop(id); err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(marker, nil, 0o644); err != nil {
+				return nil, fmt.Errorf("raftgroup: log store: %w", err)
+			}
+			if err := syncDir(dir); err != nil {
+				return nil, err
+			}
+			if err := syncDir(filepath.Dir(dir)); err != nil {
+				return nil, err
+			}
 		}
-		if err := os.WriteFile(marker, nil, 0o644); err != nil {
-			return nil, fmt.Errorf("raftgroup: log store: %w", err)
-		}
-		return g, nil
+		return l.group(id)
 	case LogBolt:
 		s, err := raftboltdb.New(raftboltdb.Options{Path: boltPath, BoltOptions: &bolt.Options{
 			NoFreelistSync: true,

@@ -61,8 +61,6 @@ type sharedLog struct {
 	// the next record goes in it.
 	active uint64
 	end    int64
-
-	commits, ops uint64 // under mu
 }
 
 // Segment defaults: 64 MiB files; groups whose oldest entry is more than 3
@@ -287,8 +285,6 @@ func (l *sharedLog) commitLoop() {
 			l.mu.Unlock()
 			return
 		}
-		l.commits++
-		l.ops += uint64(len(ops))
 		l.mu.Unlock()
 		var err error
 		if l.end >= l.segSize {
