@@ -31,6 +31,7 @@ func BenchmarkApply(b *testing.B) {
 		{"log=wal,state=sync", func(c *Config) { c.LogStore = LogWAL; c.SyncState = true }},
 		{"log=bolt,state=nosync", func(c *Config) { c.LogStore = LogBolt }},
 		{"log=wal,state=nosync", func(c *Config) { c.LogStore = LogWAL }},
+		{"log=shared,state=nosync", func(c *Config) { c.LogStore = LogShared }},
 		{"log=wal,state=nosync,commit-each-batch", func(c *Config) { c.LogStore = LogWAL; c.StateCommitDelay = 0 }},
 		{"log=bolt,state=nosync,maxappend=512", func(c *Config) { c.LogStore = LogBolt; c.MaxAppendEntries = 512 }},
 		{"log=wal,state=nosync,nopipeline", func(c *Config) { c.LogStore = LogWAL; c.noPipeline = true }},
