@@ -33,6 +33,7 @@ type Group struct {
 	readyTerm atomic.Uint64 // the term in which a read barrier completed
 	barrierCh chan struct{} // one barrier at a time (a lock that honours ctx)
 	verify    verifier
+	prop      *proposer // nil: every write an entry of its own
 
 	peerMu  sync.Mutex      // guards failing
 	failing map[string]bool // peers whose heartbeats fail, as this leader sees them
@@ -61,6 +62,9 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 		done:      make(chan struct{}),
 	}
 	g.verify.g = g
+	if n := min(h.cfg.ProposalBatch, store.MaxBatchCommands); n > 1 {
+		g.prop = &proposer{g: g, maxBatch: n, inFlight: max(h.cfg.ProposalsInFlight, 1)}
+	}
 	var closers []func() error
 	defer func() {
 		if err != nil {
@@ -347,7 +351,13 @@ func (g *Group) Apply(ctx context.Context, cmd *store.Command) (*store.Result, e
 	if err := cmd.Validate(); err != nil {
 		return nil, err
 	}
-	return g.propose(ctx, cmd.Encode())
+	if g.prop == nil {
+		return g.propose(ctx, cmd.Encode())
+	}
+	if g.raft.State() != raft.Leader {
+		return nil, g.notLeader()
+	}
+	return g.prop.propose(ctx, cmd, cmd.Encode())
 }
 
 // ApplyAdmin proposes an admin command (a split step) and waits for it.
