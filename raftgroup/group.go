@@ -63,7 +63,7 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 	}
 	g.verify.g = g
 	if n := min(h.cfg.ProposalBatch, store.MaxBatchCommands); n > 1 {
-		g.prop = &proposer{g: g, maxBatch: n, inFlight: max(h.cfg.ProposalsInFlight, 1)}
+		g.prop = &proposer{g: g, maxBatch: n, inFlight: max(h.cfg.ProposalsInFlight, 1), maxLinger: h.cfg.ProposalLinger}
 	}
 	var closers []func() error
 	defer func() {

@@ -104,6 +104,10 @@ type Config struct {
 	// leader keeps proposed and not yet applied before writes queue for
 	// the next one.
 	ProposalsInFlight int
+	// ProposalLinger bounds how long a leader holds back an entry after
+	// one of several writes, waiting for as many writes to queue (at most
+	// twice as long as that entry took; propose.go). 0: never.
+	ProposalLinger time.Duration
 	// NoReadLease makes every linearizable read confirm leadership with a
 	// round of heartbeats. By default a leader holding a read lease (a
 	// quorum acknowledged its heartbeats within half a heartbeat timeout)
@@ -173,6 +177,7 @@ func DefaultConfig() Config {
 		StateCommitDelay:       time.Second,
 		ProposalBatch:          256,
 		ProposalsInFlight:      1,
+		ProposalLinger:         20 * time.Millisecond,
 	}
 }
 

@@ -19,17 +19,29 @@ import (
 // at once, in an entry of its own. Under load each entry, and so each
 // fsync, AppendEntries, apply and change record, carries many writes.
 //
+// After an entry of more than one command is applied, the next waits
+// (lingers) until as many commands have queued as that entry carried, or
+// for twice as long as that entry took, at most maxLinger. Closed-loop
+// writers answered by the entry come back within that window and share
+// the next entry with those that queued meanwhile, instead of taking
+// turns with them entry by entry; the window is bounded by twice the
+// entry's own duration, so it grows only with the latency writes already
+// see. A lone writer never lingers.
+//
 // Commands that touch a key already in the batch being built wait for the
 // next entry, so no two commands of a batch share a key and every key's
 // versions stay distinct.
 type proposer struct {
-	g        *Group
-	inFlight int
-	maxBatch int
+	g         *Group
+	inFlight  int
+	maxBatch  int
+	maxLinger time.Duration // 0: no lingering
 
 	mu    sync.Mutex
 	queue []*proposal
-	out   int // entries proposed and not yet answered
+	out   int           // entries proposed and not yet answered
+	want  int           // a lingering run waits for this many queued
+	wake  chan struct{} // closed when they are
 }
 
 // proposal is one command waiting in a proposer.
@@ -49,7 +61,7 @@ func (p *proposer) propose(ctx context.Context, cmd *store.Command, data []byte)
 	pr := &proposal{cmd: cmd, data: data, done: make(chan struct{})}
 	pr.deadline, _ = ctx.Deadline()
 	p.mu.Lock()
-	p.queue = append(p.queue, pr)
+	p.enqueueLocked(pr)
 	batch := p.takeLocked()
 	p.mu.Unlock()
 	if batch != nil {
@@ -73,6 +85,16 @@ func (p *proposer) propose(ctx context.Context, cmd *store.Command, data []byte)
 	}
 	p.mu.Unlock()
 	return nil, fmt.Errorf("%w: %s: %w", ErrIndeterminate, p.g.id, ctx.Err())
+}
+
+// enqueueLocked queues pr and wakes a lingering run that waits for it. The
+// caller holds mu.
+func (p *proposer) enqueueLocked(pr *proposal) {
+	p.queue = append(p.queue, pr)
+	if p.wake != nil && len(p.queue) >= p.want {
+		close(p.wake)
+		p.wake = nil
+	}
 }
 
 // takeLocked takes the next batch off the queue if an entry may go out now,
@@ -113,12 +135,38 @@ func (p *proposer) takeLocked() []*proposal {
 // batch while the queue has one that may go out.
 func (p *proposer) run(batch []*proposal) {
 	for batch != nil {
+		start := time.Now()
 		p.apply(batch)
+		if p.maxLinger > 0 && len(batch) > 1 {
+			p.linger(len(batch), min(2*time.Since(start), p.maxLinger))
+		}
 		p.mu.Lock()
 		p.out--
 		batch = p.takeLocked()
 		p.mu.Unlock()
 	}
+}
+
+// linger waits until n commands queue or d passes. The entry slot stays
+// taken meanwhile, so no write starts an entry of its own.
+func (p *proposer) linger(n int, d time.Duration) {
+	p.mu.Lock()
+	if len(p.queue) >= n {
+		p.mu.Unlock()
+		return
+	}
+	wake := make(chan struct{})
+	p.want, p.wake = n, wake
+	p.mu.Unlock()
+	t := time.NewTimer(d)
+	select {
+	case <-wake:
+	case <-t.C:
+	}
+	t.Stop()
+	p.mu.Lock()
+	p.want, p.wake = 0, nil
+	p.mu.Unlock()
 }
 
 // apply proposes one entry for batch and waits for it.

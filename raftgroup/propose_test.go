@@ -125,3 +125,34 @@ func TestProposalBatchOff(t *testing.T) {
 		t.Fatal("a proposer with ProposalBatch 1")
 	}
 }
+
+// TestLingerEndsWhenWritesGather: a proposer holding back its next entry
+// stops waiting once as many writes as the last entry carried have queued.
+func TestLingerEndsWhenWritesGather(t *testing.T) {
+	p := &proposer{maxBatch: 256, inFlight: 1, maxLinger: time.Minute}
+	done := make(chan struct{})
+	go func() { p.linger(3, time.Minute); close(done) }()
+	waitFor(t, "the linger to start", 5*time.Second, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.wake != nil
+	})
+	enqueue := func() {
+		p.mu.Lock()
+		p.enqueueLocked(&proposal{})
+		p.mu.Unlock()
+	}
+	enqueue()
+	enqueue()
+	select {
+	case <-done:
+		t.Fatal("the linger ended with 2 of 3 writes queued")
+	case <-time.After(100 * time.Millisecond):
+	}
+	enqueue()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the linger went on with 3 writes queued")
+	}
+}

@@ -615,7 +615,10 @@ func execute(kv *bolt.Bucket, cmd *Command, index uint64, changes *[]Change) (*R
 	}
 	r.Ops = make([]OpResult, len(ops))
 	for i, op := range ops {
-		cur := kv.Get(op.Key)
+		var cur []byte
+		if op.Type != OpPut { // a put's answer does not depend on what it replaces
+			cur = kv.Get(op.Key)
+		}
 		var res OpResult
 		if cur != nil {
 			res.Found = true

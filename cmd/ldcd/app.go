@@ -66,6 +66,7 @@ func startCommand() *cli.Command {
 			&cli.DurationFlag{Name: "state-commit-delay", Value: d.Raft.StateCommitDelay, EnvVars: env("STATE_COMMIT_DELAY"), Usage: "how long the batches a group applies may gather in one open bbolt transaction before it commits (reads see them at once; a crash loses only the commit, the Raft log replays them); 0 commits every batch"},
 			&cli.IntFlag{Name: "proposal-batch", Value: d.Raft.ProposalBatch, EnvVars: env("PROPOSAL_BATCH"), Usage: fmt.Sprintf("the most writes a group's leader puts in one log entry while --proposals-in-flight entries are out, from 1 (an entry per write) to %d", store.MaxBatchCommands)},
 			&cli.IntFlag{Name: "proposals-in-flight", Value: d.Raft.ProposalsInFlight, EnvVars: env("PROPOSALS_IN_FLIGHT"), Usage: "entries of coalesced writes a group's leader keeps proposed and not yet applied; writes that arrive meanwhile wait and go out together in the next entry"},
+			&cli.DurationFlag{Name: "proposal-linger", Value: d.Raft.ProposalLinger, EnvVars: env("PROPOSAL_LINGER"), Usage: "after an entry of several writes, how long a group's leader may hold back the next (at most twice as long as that entry took) while as many writes gather; 0 never waits"},
 			&cli.BoolFlag{Name: "no-read-lease", EnvVars: env("NO_READ_LEASE"), Usage: "confirm leadership with a heartbeat round for every linearizable read instead of serving them under a leader's read lease (the lease needs every node's heartbeat timeout to be at least half of any other's)"},
 			&cli.BoolFlag{Name: "no-heartbeat-batching", EnvVars: env("NO_HEARTBEAT_BATCHING"), Usage: "send every group's heartbeats as RPCs of their own instead of one frame per node pair every 0.15 heartbeat timeouts for all groups (this also turns off quiet appends)"},
 			&cli.BoolFlag{Name: "shared-connections", EnvVars: env("SHARED_CONNECTIONS"), Usage: "carry all Raft traffic to a peer, every group's, in one TCP connection (yamux streams) instead of a connection pool per group and peer"},
@@ -129,6 +130,9 @@ func startCommand() *cli.Command {
 			}
 			if cfg.Raft.ProposalsInFlight = c.Int("proposals-in-flight"); cfg.Raft.ProposalsInFlight < 1 {
 				return fmt.Errorf("--proposals-in-flight %d: must be at least 1", cfg.Raft.ProposalsInFlight)
+			}
+			if cfg.Raft.ProposalLinger = c.Duration("proposal-linger"); cfg.Raft.ProposalLinger < 0 {
+				return fmt.Errorf("--proposal-linger %v: must not be negative", cfg.Raft.ProposalLinger)
 			}
 			cfg.Raft.NoReadLease = c.Bool("no-read-lease")
 			cfg.Raft.NoHeartbeatBatching = c.Bool("no-heartbeat-batching")
