@@ -371,23 +371,23 @@ func (g *Group) propose(ctx context.Context, data []byte) (*store.Result, error)
 	}
 	f := g.raft.Apply(data, timeoutOf(ctx))
 	if err := wait(ctx, f); err != nil {
-		switch {
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-			return nil, g.notLeader()
-		case errors.Is(err, raft.ErrEnqueueTimeout):
-			// Not enqueued, so never proposed.
-			return nil, fmt.Errorf("raftgroup: %s: %w", g.id, context.DeadlineExceeded)
-		default:
-			return nil, fmt.Errorf("%w: %s: %w", ErrIndeterminate, g.id, err)
-		}
+		return nil, g.proposeError(err)
 	}
-	switch r := f.Response().(type) {
-	case *store.Result:
-		return r, nil
-	case error:
-		return nil, r
+	return result(g, f.Response())
+}
+
+// proposeError turns what a proposal's future (or its wait) failed with
+// into Apply's error: not proposed (*NotLeaderError, a deadline before the
+// entry was enqueued) or ErrIndeterminate.
+func (g *Group) proposeError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return g.notLeader()
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		// Not enqueued, so never proposed.
+		return fmt.Errorf("raftgroup: %s: %w", g.id, context.DeadlineExceeded)
 	default:
-		return nil, fmt.Errorf("%w: %s: no result", ErrIndeterminate, g.id)
+		return fmt.Errorf("%w: %s: %w", ErrIndeterminate, g.id, err)
 	}
 }
 

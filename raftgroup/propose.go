@@ -2,7 +2,6 @@ package raftgroup
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -207,15 +206,7 @@ func (p *proposer) apply(batch []*proposal) {
 	}
 	f := g.raft.Apply(data, timeout)
 	if err := f.Error(); err != nil {
-		switch {
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-			err = g.notLeader()
-		case errors.Is(err, raft.ErrEnqueueTimeout):
-			err = fmt.Errorf("raftgroup: %s: %w", g.id, context.DeadlineExceeded)
-		default:
-			err = fmt.Errorf("%w: %s: %w", ErrIndeterminate, g.id, err)
-		}
-		finish(err)
+		finish(g.proposeError(err))
 		return
 	}
 	resp := f.Response()
