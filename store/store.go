@@ -61,9 +61,9 @@ type Options struct {
 	CommitDelay time.Duration
 }
 
-// commitEntries bounds the commands (each of a batch entry's counts) an
-// open write transaction gathers before it commits, whatever CommitDelay
-// says.
+// commitEntries bounds the commands an open write transaction gathers
+// before it commits, whatever CommitDelay says; a batch entry counts as
+// many as it carries.
 const commitEntries = 4096
 
 // Store is a bbolt-backed state machine. Apply, ApplyBatch, Snapshot and
