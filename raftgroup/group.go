@@ -351,13 +351,14 @@ func (g *Group) Apply(ctx context.Context, cmd *store.Command) (*store.Result, e
 	if err := cmd.Validate(); err != nil {
 		return nil, err
 	}
+	data := cmd.Encode()
 	if g.prop == nil {
-		return g.propose(ctx, cmd.Encode())
+		return g.propose(ctx, data)
 	}
 	if g.raft.State() != raft.Leader {
 		return nil, g.notLeader()
 	}
-	return g.prop.propose(ctx, cmd, cmd.Encode())
+	return g.prop.propose(ctx, cmd, data)
 }
 
 // ApplyAdmin proposes an admin command (a split step) and waits for it.
