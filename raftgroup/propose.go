@@ -3,6 +3,7 @@ package raftgroup
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -73,11 +74,10 @@ func (p *proposer) propose(ctx context.Context, cmd *store.Command, data []byte)
 	}
 	p.mu.Lock()
 	if !pr.proposed {
-		for i, q := range p.queue {
-			if q == pr {
-				p.queue = append(p.queue[:i], p.queue[i+1:]...)
-				break
-			}
+		if i := slices.Index(p.queue, pr); i >= 0 {
+			// slices.Delete clears the freed tail slot, as takeLocked
+			// does, so the queue holds no dropped proposal.
+			p.queue = slices.Delete(p.queue, i, i+1)
 		}
 		p.mu.Unlock()
 		return nil, fmt.Errorf("raftgroup: %s: %w", p.g.id, context.DeadlineExceeded)
