@@ -57,7 +57,13 @@ func (e *CompactedError) Error() string {
 func (e *CompactedError) Is(target error) bool { return target == ErrCompacted }
 
 func encodeRecord(r *ChangeRecord) []byte {
-	b := binary.BigEndian.AppendUint64(nil, uint64(r.Time.UnixNano()))
+	// Sized up front: a batch entry's record carries every write's value,
+	// and growing it by appending allocated about twice its size.
+	n := 8 + binary.MaxVarintLen64
+	for _, c := range r.Changes {
+		n += 1 + 3*binary.MaxVarintLen64 + len(c.Key) + len(c.Value)
+	}
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, n), uint64(r.Time.UnixNano()))
 	b = binary.AppendUvarint(b, uint64(len(r.Changes)))
 	for _, c := range r.Changes {
 		op := byte(0)
