@@ -93,6 +93,9 @@ type Config struct {
 	Progress io.Writer
 	// Timeout bounds each request (default 10s).
 	Timeout time.Duration
+	// Meter, if set, is read just before the workload starts and just
+	// after it ends, and the result carries what the run cost (Costs).
+	Meter Meter
 }
 
 // Validate fills defaults and reports the first bad setting.
@@ -164,6 +167,10 @@ type Result struct {
 	Ops   []Stats `json:"ops"`
 	// ErrorSamples holds up to five distinct error messages.
 	ErrorSamples []string `json:"error_samples,omitempty"`
+	// Costs is what the run cost, when Config.Meter was set and could be
+	// read; CostsError says why not when it could not.
+	Costs      *Costs `json:"costs,omitempty"`
+	CostsError string `json:"costs_error,omitempty"`
 }
 
 const (
@@ -257,6 +264,12 @@ func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
 		samplesM sync.Mutex
 		samples  []string
 	)
+	var before Reading
+	var costsErr error
+	if cfg.Meter != nil {
+		before, costsErr = cfg.Meter.Read(ctx)
+	}
+	cpu0 := processCPU()
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if cfg.Duration > 0 {
@@ -367,6 +380,11 @@ func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
 	}()
 	wg.Wait()
 	elapsed := time.Since(start)
+	clientCPU := processCPU() - cpu0
+	var after Reading
+	if cfg.Meter != nil && costsErr == nil {
+		after, costsErr = cfg.Meter.Read(ctx)
+	}
 	close(stopProgress)
 	<-progressDone
 
@@ -386,6 +404,19 @@ func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
 		res.Ops = append(res.Ops, stats(s.Op, h, errs, elapsed))
 	}
 	res.Total = stats("total", total, totalErrs, elapsed)
+	if cfg.Meter != nil {
+		if costsErr != nil {
+			res.CostsError = costsErr.Error()
+		} else {
+			var writes int64
+			for _, o := range res.Ops {
+				if o.Op == OpPut || o.Op == OpTxn {
+					writes += o.Count
+				}
+			}
+			res.Costs = costs(before, after, clientCPU, res.Total.Count, writes)
+		}
+	}
 	if res.Total.Count == 0 && totalErrs > 0 {
 		return res, fmt.Errorf("bench: every request failed: %s", strings.Join(samples, "; "))
 	}

@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
 
 	"github.com/ldcd/ldcd/client"
 )
@@ -38,4 +40,28 @@ func (l LDCD) Txn(ctx context.Context, uid uint64, keys []string, value []byte) 
 	}
 	_, err := l.C.Txn(ctx, uid, req)
 	return err
+}
+
+// Meter reads the costs of the cluster l talks to from its nodes' /metrics:
+// the nodes are those GET /v1/cluster lists, except nodes that have left,
+// and the entries are the groups' applied indexes (ldcd_group_applied_index,
+// the highest any node reports for each group). hc reads the metrics.
+func (l LDCD) Meter(hc *http.Client) Meter {
+	return &MetricsMeter{
+		Applied: "ldcd_group_applied_index",
+		HTTP:    hc,
+		URLs: func(ctx context.Context) ([]string, error) {
+			info, err := l.C.Cluster(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("bench: listing the nodes to read costs from: %w", err)
+			}
+			var urls []string
+			for _, n := range info.Nodes {
+				if n.Status != "left" && n.HTTPAddr != "" {
+					urls = append(urls, "http://"+n.HTTPAddr+"/metrics")
+				}
+			}
+			return urls, nil
+		},
+	}
 }

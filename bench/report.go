@@ -26,7 +26,7 @@ func fmtDur(microseconds float64) string {
 // total row for mixed workloads.
 func WriteTable(w io.Writer, results ...*Result) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "target\tworkload\tclients\trate\top\tcount\terrors\tops/s\tmean\tp50\tp90\tp99\tp99.9\tmax\t")
+	fmt.Fprintln(tw, "target\tworkload\tclients\trate\top\tcount\terrors\tops/s\tmean\tp50\tp90\tp99\tp99.9\tmax\tserver cpu/op\tclient cpu/op\twrites/entry\t")
 	for _, r := range results {
 		rows := r.Ops
 		if len(rows) > 1 {
@@ -40,10 +40,17 @@ func WriteTable(w io.Writer, results ...*Result) error {
 		if target == "" {
 			target = "-"
 		}
-		for _, s := range rows {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+		for i, s := range rows {
+			srv, cli, wpe := "-", "-", "-"
+			if c := r.Costs; c != nil && i == len(rows)-1 { // the run's costs go on its last (total) row
+				srv, cli = fmtDur(c.ServerCPUUsPerOp), fmtDur(c.ClientCPUUsPerOp)
+				if c.WritesPerEntry > 0 {
+					wpe = fmt.Sprintf("%.1f", c.WritesPerEntry)
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 				target, r.Workload, r.Clients, rate, s.Op, s.Count, s.Errors, s.Throughput,
-				fmtDur(s.MeanUs), us(s.P50Us), us(s.P90Us), us(s.P99Us), us(s.P999Us), us(s.MaxUs))
+				fmtDur(s.MeanUs), us(s.P50Us), us(s.P90Us), us(s.P99Us), us(s.P999Us), us(s.MaxUs), srv, cli, wpe)
 		}
 	}
 	return tw.Flush()
@@ -65,20 +72,33 @@ func Ratio(a, b float64) float64 {
 	return a / b
 }
 
-// WriteComparison prints each pair side by side: throughput, p50 and p99 of
-// both and the ratios A/B (above 1 for throughput and below 1 for latency
-// mean A is better).
+// WriteComparison prints each pair side by side: throughput, p50, p99 and
+// the servers' CPU per operation of both, and the ratios A/B (above 1 for
+// throughput, below 1 for latency and CPU, mean A is better).
 func WriteComparison(w io.Writer, aName, bName string, pairs []Pair) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "run\t%[1]s ops/s\t%[2]s ops/s\tratio\t%[1]s p50\t%[2]s p50\tratio\t%[1]s p99\t%[2]s p99\tratio\t\n", aName, bName)
+	fmt.Fprintf(tw, "run\t%[1]s ops/s\t%[2]s ops/s\tratio\t%[1]s p50\t%[2]s p50\tratio\t%[1]s p99\t%[2]s p99\tratio\t%[1]s cpu/op\t%[2]s cpu/op\tratio\t\n", aName, bName)
 	for _, p := range pairs {
 		a, b := p.A.Total, p.B.Total
-		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2f×\t%s\t%s\t%.2f×\t%s\t%s\t%.2f×\t\n", p.Name,
+		cpu := "-\t-\t-"
+		if ca, cb, ok := cpuPerOp(p); ok {
+			cpu = fmt.Sprintf("%s\t%s\t%.2f×", fmtDur(ca), fmtDur(cb), Ratio(ca, cb))
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2f×\t%s\t%s\t%.2f×\t%s\t%s\t%.2f×\t%s\t\n", p.Name,
 			a.Throughput, b.Throughput, Ratio(a.Throughput, b.Throughput),
 			us(a.P50Us), us(b.P50Us), Ratio(float64(a.P50Us), float64(b.P50Us)),
-			us(a.P99Us), us(b.P99Us), Ratio(float64(a.P99Us), float64(b.P99Us)))
+			us(a.P99Us), us(b.P99Us), Ratio(float64(a.P99Us), float64(b.P99Us)), cpu)
 	}
 	return tw.Flush()
+}
+
+// cpuPerOp returns the servers' CPU per operation of both sides of p, if
+// both runs were metered.
+func cpuPerOp(p Pair) (a, b float64, ok bool) {
+	if p.A == nil || p.B == nil || p.A.Costs == nil || p.B.Costs == nil || p.B.Costs.ServerCPUUsPerOp <= 0 {
+		return 0, 0, false
+	}
+	return p.A.Costs.ServerCPUUsPerOp, p.B.Costs.ServerCPUUsPerOp, true
 }
 
 // WriteRatioSummary prints, for each run name, the median and the range of
@@ -90,9 +110,9 @@ func WriteRatioSummary(w io.Writer, aName, bName string, rounds [][]Pair) error 
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "run (%d rounds)\tops/s %[2]s/%[3]s\tmin–max\tp50 %[2]s/%[3]s\tmin–max\tp99 %[2]s/%[3]s\tmin–max\t\n", len(rounds), aName, bName)
+	fmt.Fprintf(tw, "run (%d rounds)\tops/s %[2]s/%[3]s\tmin–max\tp50 %[2]s/%[3]s\tmin–max\tp99 %[2]s/%[3]s\tmin–max\tcpu/op %[2]s/%[3]s\tmin–max\t\n", len(rounds), aName, bName)
 	for i, first := range rounds[0] {
-		var ops, p50, p99 []float64
+		var ops, p50, p99, cpu []float64
 		for _, round := range rounds {
 			if i >= len(round) {
 				continue
@@ -101,14 +121,21 @@ func WriteRatioSummary(w io.Writer, aName, bName string, rounds [][]Pair) error 
 			ops = append(ops, Ratio(a.Throughput, b.Throughput))
 			p50 = append(p50, Ratio(float64(a.P50Us), float64(b.P50Us)))
 			p99 = append(p99, Ratio(float64(a.P99Us), float64(b.P99Us)))
+			if ca, cb, ok := cpuPerOp(round[i]); ok {
+				cpu = append(cpu, Ratio(ca, cb))
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", first.Name, spread(ops), spread(p50), spread(p99))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", first.Name, spread(ops), spread(p50), spread(p99), spread(cpu))
 	}
 	return tw.Flush()
 }
 
-// spread formats the median of v and its range as two columns.
+// spread formats the median of v and its range as two columns ("-" when v
+// is empty).
 func spread(v []float64) string {
+	if len(v) == 0 {
+		return "-\t-"
+	}
 	s := slices.Clone(v)
 	slices.Sort(s)
 	med := s[len(s)/2]

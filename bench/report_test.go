@@ -48,3 +48,36 @@ func TestRatioSummary(t *testing.T) {
 		t.Fatalf("median of 1.00× and 1.20× is not 1.10×:\n%s", even.String())
 	}
 }
+
+// TestComparisonShowsCPUPerOp: the servers' CPU per operation of both sides
+// and its ratio, in each round and as a median over rounds; "-" where a run
+// was not metered.
+func TestComparisonShowsCPUPerOp(t *testing.T) {
+	pair := func(aCPU, bCPU float64) Pair {
+		p := Pair{Name: "put c=256",
+			A: &Result{Total: Stats{Throughput: 200, P50Us: 10, P99Us: 20}},
+			B: &Result{Total: Stats{Throughput: 100, P50Us: 20, P99Us: 40}},
+		}
+		if aCPU > 0 {
+			p.A.Costs, p.B.Costs = &Costs{ServerCPUUsPerOp: aCPU}, &Costs{ServerCPUUsPerOp: bCPU}
+		}
+		return p
+	}
+	var b strings.Builder
+	WriteComparison(&b, "ldcd", "etcd", []Pair{pair(80, 160)})
+	if s := b.String(); !strings.Contains(s, "cpu/op") || !strings.Contains(s, "80µs") || !strings.Contains(s, "160µs") || !strings.Contains(s, "0.50×") {
+		t.Fatalf("comparison lacks the CPU per op of both and their ratio:\n%s", s)
+	}
+	b.Reset()
+	WriteRatioSummary(&b, "ldcd", "etcd", [][]Pair{{pair(80, 160)}, {pair(90, 100)}, {pair(0, 0)}})
+	row := strings.Join(strings.Fields(strings.Split(strings.TrimSpace(b.String()), "\n")[1]), " ")
+	if !strings.HasSuffix(row, "0.70× 0.50–0.90×") {
+		t.Fatalf("want the median of the two metered rounds' CPU ratios (0.50×, 0.90×) last, got %q", row)
+	}
+	b.Reset()
+	WriteRatioSummary(&b, "ldcd", "etcd", [][]Pair{{pair(0, 0)}})
+	row = strings.Join(strings.Fields(strings.Split(strings.TrimSpace(b.String()), "\n")[1]), " ")
+	if !strings.HasSuffix(row, "- -") {
+		t.Fatalf("no metered round: want - -, got %q", row)
+	}
+}

@@ -46,9 +46,24 @@ func TestBenchCLI(t *testing.T) {
 	if err != nil || len(v.Data) != 256 {
 		t.Fatalf("preloaded key: %v %v", v, err)
 	}
+	// What a run cost, read from the node's /metrics: 2 s of 8 writers is
+	// far more than the CPU clock's 10 ms tick, and each entry carries at
+	// most 8 writes.
+	out, err := run("--workload", "put", "--clients", "8", "--duration", "2s", "--json", "--quiet")
+	var res bench.Result
+	if err != nil || json.Unmarshal([]byte(out), &res) != nil {
+		t.Fatalf("bench with costs: %v\n%s", err, out)
+	}
+	if c := res.Costs; c == nil || c.Nodes != 1 || c.ServerCPUUsPerOp <= 0 || c.ClientCPUUsPerOp <= 0 ||
+		c.Entries < res.Total.Count/8 || c.WritesPerEntry <= 0 || c.WritesPerEntry > 8 {
+		t.Fatalf("costs of %d puts by 8 writers: %+v (%s)", res.Total.Count, res.Costs, res.CostsError)
+	}
+	if out, err := run("--workload", "get", "--clients", "2", "--requests", "50", "--json", "--quiet", "--costs=false"); err != nil || strings.Contains(out, "costs") {
+		t.Fatalf("--costs=false: want no costs, got err=%v\n%s", err, out)
+	}
 	// The open loop and the table.
-	out, err := run("--workload", "put", "--clients", "8", "--rate", "200", "--duration", "1s", "--dist", "zipfian")
-	if err != nil || !strings.Contains(out, "200/s") || !strings.Contains(out, "p99") {
+	out, err = run("--workload", "put", "--clients", "8", "--rate", "200", "--duration", "1s", "--dist", "zipfian")
+	if err != nil || !strings.Contains(out, "200/s") || !strings.Contains(out, "p99") || !strings.Contains(out, "server cpu/op") {
 		t.Fatalf("open loop: err=%v\n%s", err, out)
 	}
 	for _, bad := range [][]string{{"--workload", "scan"}, {"--dist", "pareto"}, {"--rate", "-5"}} {

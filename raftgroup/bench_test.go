@@ -33,6 +33,8 @@ func BenchmarkApply(b *testing.B) {
 		{"log=wal,state=nosync", func(c *Config) { c.LogStore = LogWAL }},
 		{"log=shared,state=nosync", func(c *Config) { c.LogStore = LogShared }},
 		{"log=wal,state=nosync,commit-each-batch", func(c *Config) { c.LogStore = LogWAL; c.StateCommitDelay = 0 }},
+		{"log=wal,state=nosync,entry-per-write", func(c *Config) { c.LogStore = LogWAL; c.ProposalBatch = 1 }},
+		{"log=wal,state=nosync,no-linger", func(c *Config) { c.LogStore = LogWAL; c.ProposalLinger = 0 }},
 		{"log=bolt,state=nosync,maxappend=512", func(c *Config) { c.LogStore = LogBolt; c.MaxAppendEntries = 512 }},
 		{"log=wal,state=nosync,nopipeline", func(c *Config) { c.LogStore = LogWAL; c.noPipeline = true }},
 		{"log=wal,state=nosync,shared-connections", func(c *Config) { c.LogStore = LogWAL; c.SharedConnections = true }},

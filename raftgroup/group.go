@@ -33,6 +33,7 @@ type Group struct {
 	readyTerm atomic.Uint64 // the term in which a read barrier completed
 	barrierCh chan struct{} // one barrier at a time (a lock that honours ctx)
 	verify    verifier
+	prop      *proposer // nil: every write an entry of its own
 
 	peerMu  sync.Mutex      // guards failing
 	failing map[string]bool // peers whose heartbeats fail, as this leader sees them
@@ -61,6 +62,9 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 		done:      make(chan struct{}),
 	}
 	g.verify.g = g
+	if n := min(h.cfg.ProposalBatch, store.MaxBatchCommands); n > 1 {
+		g.prop = &proposer{g: g, maxBatch: n, inFlight: max(h.cfg.ProposalsInFlight, 1), maxLinger: h.cfg.ProposalLinger}
+	}
 	var closers []func() error
 	defer func() {
 		if err != nil {
@@ -347,7 +351,14 @@ func (g *Group) Apply(ctx context.Context, cmd *store.Command) (*store.Result, e
 	if err := cmd.Validate(); err != nil {
 		return nil, err
 	}
-	return g.propose(ctx, cmd.Encode())
+	data := cmd.Encode()
+	if g.prop == nil {
+		return g.propose(ctx, data)
+	}
+	if g.raft.State() != raft.Leader {
+		return nil, g.notLeader()
+	}
+	return g.prop.propose(ctx, cmd, data)
 }
 
 // ApplyAdmin proposes an admin command (a split step) and waits for it.
@@ -361,23 +372,23 @@ func (g *Group) propose(ctx context.Context, data []byte) (*store.Result, error)
 	}
 	f := g.raft.Apply(data, timeoutOf(ctx))
 	if err := wait(ctx, f); err != nil {
-		switch {
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-			return nil, g.notLeader()
-		case errors.Is(err, raft.ErrEnqueueTimeout):
-			// Not enqueued, so never proposed.
-			return nil, fmt.Errorf("raftgroup: %s: %w", g.id, context.DeadlineExceeded)
-		default:
-			return nil, fmt.Errorf("%w: %s: %w", ErrIndeterminate, g.id, err)
-		}
+		return nil, g.proposeError(err)
 	}
-	switch r := f.Response().(type) {
-	case *store.Result:
-		return r, nil
-	case error:
-		return nil, r
+	return result(g, f.Response())
+}
+
+// proposeError turns what a proposal's future (or its wait) failed with
+// into Apply's error: not proposed (*NotLeaderError, a deadline before the
+// entry was enqueued) or ErrIndeterminate.
+func (g *Group) proposeError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return g.notLeader()
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		// Not enqueued, so never proposed.
+		return fmt.Errorf("raftgroup: %s: %w", g.id, context.DeadlineExceeded)
 	default:
-		return nil, fmt.Errorf("%w: %s: no result", ErrIndeterminate, g.id)
+		return fmt.Errorf("%w: %s: %w", ErrIndeterminate, g.id, err)
 	}
 }
 

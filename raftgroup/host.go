@@ -95,6 +95,19 @@ type Config struct {
 	// commits (store.Options.CommitDelay); reads commit them first, or read
 	// them where they wait. 0 commits every batch. Not with SyncState.
 	StateCommitDelay time.Duration
+	// ProposalBatch is the most writes a leader puts in one log entry
+	// (propose.go); 1 gives every write an entry of its own. Writes join an
+	// entry only while ProposalsInFlight entries of the group are proposed
+	// and not yet applied, so a lone writer never waits.
+	ProposalBatch int
+	// ProposalsInFlight is how many entries of coalesced writes a group's
+	// leader keeps proposed and not yet applied before writes queue for
+	// the next one.
+	ProposalsInFlight int
+	// ProposalLinger bounds how long a leader holds back an entry after
+	// one of several writes, waiting for as many writes to queue (at most
+	// twice as long as that entry took; propose.go). 0: never.
+	ProposalLinger time.Duration
 	// NoReadLease makes every linearizable read confirm leadership with a
 	// round of heartbeats. By default a leader holding a read lease (a
 	// quorum acknowledged its heartbeats within half a heartbeat timeout)
@@ -143,6 +156,13 @@ type Config struct {
 // Writes do not wait for it; it only bounds how late an idle follower learns
 // the last commit index (its stale reads and change feed lag by up to twice
 // this).
+//
+// A group's leader keeps one entry of coalesced writes in flight
+// (ProposalsInFlight 1, up to 256 writes an entry), and its state machine
+// commits its bbolt transaction once a second (StateCommitDelay): under 256
+// writing clients each round of fsyncs and AppendEntries then carries
+// several times the writes, and each commit writes each dirty page once for
+// a second of writes instead of a tenth (docs/PERFORMANCE.md).
 func DefaultConfig() Config {
 	return Config{
 		HeartbeatTimeout:       1000 * time.Millisecond,
@@ -154,7 +174,10 @@ func DefaultConfig() Config {
 		SnapshotThreshold:      8192,
 		SnapshotInterval:       30 * time.Second,
 		TrailingLogs:           10240,
-		StateCommitDelay:       100 * time.Millisecond,
+		StateCommitDelay:       time.Second,
+		ProposalBatch:          256,
+		ProposalsInFlight:      1,
+		ProposalLinger:         20 * time.Millisecond,
 	}
 }
 

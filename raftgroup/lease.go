@@ -232,26 +232,25 @@ func (t *leaseTransport) filter() {
 
 // AppendEntries implements raft.Transport: heartbeats (and appends when not
 // pipelined) go through it; an acknowledgement in the request's term renews
-// the lease from the time the request was sent.
+// the lease from the time the request was sent. A batched heartbeat's
+// answer came from a round, which renewed the lease itself (heartbeat.go).
 func (t *leaseTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	start := time.Now()
-	sent := start
-	var err error
 	if t.batch && isHeartbeat(args) {
-		// sent becomes when the round that answered was sent. Without a
-		// read lease nothing leans on time: no stored answers.
-		sent, err = t.hb.call(id, target, t, args, resp, t.verifying.Load() > 0, t.leaseReads)
+		// sent is when the round that answered was sent. Without a read
+		// lease nothing leans on time: no stored answers.
+		sent, err := t.hb.call(id, target, t, args, resp, t.verifying.Load() > 0, t.leaseReads)
 		if err == nil && sent.Before(start) && t.verifying.Load() > 0 {
 			// A VerifyLeader round began while this call was answered
 			// from an older round: raft may count this answer for it, so
 			// make it one sent after the round began.
-			sent, err = t.hb.call(id, target, t, args, resp, true, false)
+			_, err = t.hb.call(id, target, t, args, resp, true, false)
 		}
-	} else {
-		err = t.NetworkTransport.AppendEntries(id, target, args, resp)
+		return err
 	}
+	err := t.NetworkTransport.AppendEntries(id, target, args, resp)
 	if err == nil && t.lease != nil && resp.Success && resp.Term == args.Term {
-		t.lease.ack(args.Term, id, sent)
+		t.lease.ack(args.Term, id, start)
 	}
 	return err
 }

@@ -180,6 +180,11 @@ func (s *Server) requestContext(r *http.Request) (context.Context, context.Cance
 		}
 		d = min(d, v)
 	}
+	if dl, ok := r.Context().Deadline(); ok && time.Until(dl) <= d {
+		// The request's own deadline comes first (a framed request
+		// carries one): no second context and timer.
+		return r.Context(), func() {}, nil
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), d)
 	return ctx, cancel, nil
 }
@@ -690,9 +695,18 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, ks keyspace, serve
 }
 
 func (s *Server) servedHere(w http.ResponseWriter, gid string) {
-	w.Header().Set(client.HeaderLeaderHTTP, s.httpAdv)
-	w.Header().Set(client.HeaderGroup, gid)
+	// Straight into the map: Header.Set canonicalizes the name on every
+	// call (the names are canonical already), and every write and read
+	// sets these two.
+	h := w.Header()
+	h[headerLeaderHTTP] = []string{s.httpAdv}
+	h[headerGroup] = []string{gid}
 }
+
+var (
+	headerLeaderHTTP = http.CanonicalHeaderKey(client.HeaderLeaderHTTP)
+	headerGroup      = http.CanonicalHeaderKey(client.HeaderGroup)
+)
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.localStatus())

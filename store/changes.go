@@ -13,7 +13,7 @@ import (
 // The change log: every applied entry that changed data is recorded, in the
 // same bbolt transaction as the change itself, under its Raft index. It is
 // what change feeds serve and what CZone followers apply. A bounded window
-// is kept (Options.ChangeLogCount entries and ChangeLogAge).
+// is kept (Options.ChangeLogCount changes and ChangeLogAge).
 
 var (
 	bucketChanges = []byte("changes")
@@ -57,7 +57,13 @@ func (e *CompactedError) Error() string {
 func (e *CompactedError) Is(target error) bool { return target == ErrCompacted }
 
 func encodeRecord(r *ChangeRecord) []byte {
-	b := binary.BigEndian.AppendUint64(nil, uint64(r.Time.UnixNano()))
+	// Sized up front: a batch entry's record carries every write's value,
+	// and growing it by appending allocated about twice its size.
+	n := 8 + binary.MaxVarintLen64
+	for _, c := range r.Changes {
+		n += 1 + 3*binary.MaxVarintLen64 + len(c.Key) + len(c.Value)
+	}
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, n), uint64(r.Time.UnixNano()))
 	b = binary.AppendUvarint(b, uint64(len(r.Changes)))
 	for _, c := range r.Changes {
 		op := byte(0)
@@ -95,6 +101,19 @@ func decodeRecord(index uint64, b []byte) (ChangeRecord, error) {
 	return r, nil
 }
 
+// recordChanges is how many changes an encoded record carries (1 if it
+// cannot tell).
+func recordChanges(b []byte) uint64 {
+	if len(b) < 8 {
+		return 1
+	}
+	d := decoder{b: b[8:]}
+	if n := d.uvarint(); d.err == nil && n > 0 {
+		return n
+	}
+	return 1
+}
+
 func u64(b []byte) uint64 {
 	if len(b) != 8 {
 		return 0
@@ -120,13 +139,16 @@ func (s *Store) logChanges(tx *bolt.Tx, rec *ChangeRecord, now time.Time) error 
 	if err := ch.Put(idx[:], encodeRecord(rec)); err != nil {
 		return err
 	}
-	n := u64(meta.Get(keyChangeN)) + 1
+	// The window counts changes, not records: a record of a batch entry
+	// carries the changes of many writes.
+	n := u64(meta.Get(keyChangeN)) + uint64(len(rec.Changes))
 	truncated := u64(meta.Get(keyTruncated))
 	c := ch.Cursor()
-	// Prune a bounded number per entry, so a burst cannot stall applies.
-	for i := 0; i < 8 && n > 1; i++ {
+	// Prune a bounded number per entry, so a burst cannot stall applies;
+	// the record just added always stays.
+	for i := 0; i < 8; i++ {
 		k, v := c.First()
-		if k == nil {
+		if k == nil || bytes.Equal(k, idx[:]) {
 			break
 		}
 		old := n > uint64(s.opts.ChangeLogCount)
@@ -137,10 +159,11 @@ func (s *Store) logChanges(tx *bolt.Tx, rec *ChangeRecord, now time.Time) error 
 			break
 		}
 		truncated = binary.BigEndian.Uint64(k)
+		gone := recordChanges(v)
 		if err := c.Delete(); err != nil {
 			return err
 		}
-		n--
+		n -= min(n, gone)
 	}
 	if err := putU64(meta, keyChangeN, n); err != nil {
 		return err

@@ -38,8 +38,9 @@ type Options struct {
 	// index applied. It runs on the Raft apply goroutine and must not block.
 	OnApply func(index uint64)
 	// ChangeLogCount and ChangeLogAge bound the change log: the oldest
-	// records go once there are more than ChangeLogCount (default 100000)
-	// or they are older than ChangeLogAge (0: no age limit).
+	// records go once the log holds more than ChangeLogCount changes
+	// (default 100000) or they are older than ChangeLogAge (0: no age
+	// limit).
 	ChangeLogCount int
 	ChangeLogAge   time.Duration
 	// NoSync commits applied batches without fsync. Only for a state
@@ -60,8 +61,9 @@ type Options struct {
 	CommitDelay time.Duration
 }
 
-// commitEntries bounds the entries an open write transaction gathers
-// before it commits, whatever CommitDelay says.
+// commitEntries bounds the commands an open write transaction gathers
+// before it commits, whatever CommitDelay says; a batch entry counts as
+// many as it carries.
 const commitEntries = 4096
 
 // Store is a bbolt-backed state machine. Apply, ApplyBatch, Snapshot and
@@ -382,23 +384,31 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
 				resp[i] = r
 				continue
 			}
-			cmd, err := DecodeCommand(l.Data)
-			if err != nil {
-				resp[i] = err
+			if len(l.Data) > 0 && l.Data[0] == encodingBatch {
+				cmds, err := decodeBatch(l.Data)
+				if err != nil {
+					resp[i] = err
+					continue
+				}
+				br := make(BatchResult, len(cmds))
+				for j, b := range cmds {
+					if br[j], err = applyCommand(kv, b, base+l.Index, &fence, &changes); err != nil {
+						return err
+					}
+				}
+				if err := record(); err != nil {
+					return err
+				}
+				resp[i] = br
 				continue
 			}
-			if shard, moved := touchesFence(cmd, &fence); moved {
-				resp[i] = &MovedError{Shard: shard}
-				continue
-			}
-			r, err := execute(kv, cmd, base+l.Index, &changes)
+			r, err := applyCommand(kv, l.Data, base+l.Index, &fence, &changes)
 			if err != nil {
 				return err
 			}
 			if err := record(); err != nil {
 				return err
 			}
-			r.Index = base + l.Index
 			resp[i] = r
 		}
 		if last == applied {
@@ -408,7 +418,7 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
 		binary.BigEndian.PutUint64(b[:], last)
 		return meta.Put(keyApplied, b[:])
 	}
-	s.applyInTx(apply, len(logs))
+	s.applyInTx(apply, commandCount(logs))
 	if last != applied {
 		s.base.Store(base)
 		s.fence.Store(&fence)
@@ -416,6 +426,25 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
 		s.notifyApplied(last)
 	}
 	return resp
+}
+
+// applyCommand applies one command in its binary form at version index. It
+// returns what the command's proposer gets (a *Result, or the error that
+// refused the command), and an error only when the transaction failed.
+func applyCommand(kv *bolt.Bucket, b []byte, index uint64, fence *[100]bool, changes *[]Change) (interface{}, error) {
+	cmd, err := DecodeCommand(b)
+	if err != nil {
+		return err, nil
+	}
+	if shard, moved := touchesFence(cmd, fence); moved {
+		return &MovedError{Shard: shard}, nil
+	}
+	r, err := execute(kv, cmd, index, changes)
+	if err != nil {
+		return nil, err
+	}
+	r.Index = index
+	return r, nil
 }
 
 // applyFailed stops the process: a failed bbolt write (disk full, I/O
@@ -586,7 +615,10 @@ func execute(kv *bolt.Bucket, cmd *Command, index uint64, changes *[]Change) (*R
 	}
 	r.Ops = make([]OpResult, len(ops))
 	for i, op := range ops {
-		cur := kv.Get(op.Key)
+		var cur []byte
+		if op.Type != OpPut { // a put's answer does not depend on what it replaces
+			cur = kv.Get(op.Key)
+		}
 		var res OpResult
 		if cur != nil {
 			res.Found = true

@@ -292,7 +292,17 @@ func FuzzDecodeCommand(f *testing.F) {
 	f.Add(put("k", "v").Encode())
 	f.Add(casVersion("key", "value", 3).Encode())
 	f.Add([]byte{1, 1, 1, 'a', 1, 1, 0, 0, 1, 1, 1, 'a', 0, 0})
+	f.Add(EncodeBatch([][]byte{put("k", "v").Encode(), casVersion("key", "value", 3).Encode()}))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if cmds, err := decodeBatch(b); err == nil {
+			// A batch that decodes applies without panicking, one
+			// answer per command.
+			s := openTest(t)
+			if br, ok := s.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: b}})[0].(BatchResult); !ok || len(br) != len(cmds) {
+				t.Fatalf("batch of %d answered %#v", len(cmds), br)
+			}
+			return
+		}
 		c, err := DecodeCommand(b)
 		if err != nil {
 			return

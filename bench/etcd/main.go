@@ -250,6 +250,12 @@ func runOnce(ctx context.Context, t bench.Target, name string, base bench.Config
 	cfg.Workload, cfg.Clients, cfg.Rate = r.workload, r.clients, r.rate
 	cfg.Preload = !loaded[name] && r.workload != "put" && r.workload != "txn"
 	loaded[name] = loaded[name] || cfg.Preload
+	switch t := t.(type) {
+	case *etcdTarget:
+		cfg.Meter = t.meter
+	case bench.LDCD:
+		cfg.Meter = t.Meter(&http.Client{Timeout: 5 * time.Second})
+	}
 	res, err := bench.Run(ctx, t, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", name, r.name(), err)
@@ -310,6 +316,7 @@ func startLDCD(ctx context.Context, bin, dir string, noFrames bool) (bench.Targe
 
 // etcdTarget spreads requests over a few etcd clients.
 type etcdTarget struct {
+	meter   bench.Meter
 	clients []*clientv3.Client
 }
 
@@ -399,7 +406,18 @@ func startEtcd(ctx context.Context, bin, dir string, conns int) (bench.Target, f
 		cmds = append(cmds, cmd)
 		eps = append(eps, cu)
 	}
-	t := &etcdTarget{}
+	// No Applied metric: etcd's counts proposals, one per write, and its
+	// raft writes many of them with one fsync, so entries say nothing of
+	// batching there.
+	t := &etcdTarget{meter: &bench.MetricsMeter{
+		URLs: func(context.Context) ([]string, error) {
+			var urls []string
+			for _, e := range eps {
+				urls = append(urls, e+"/metrics")
+			}
+			return urls, nil
+		},
+	}}
 	closeAll := func() {
 		for _, c := range t.clients {
 			c.Close()

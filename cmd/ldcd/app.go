@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/ldcd/ldcd/placement"
 	"github.com/ldcd/ldcd/raftgroup"
 	"github.com/ldcd/ldcd/server"
+	"github.com/ldcd/ldcd/store"
 	"github.com/urfave/cli/v2"
 )
 
@@ -64,19 +66,30 @@ func startCommand() *cli.Command {
 			&cli.DurationFlag{Name: "commit-timeout", Value: d.Raft.CommitTimeout, EnvVars: env("COMMIT_TIMEOUT"), Usage: "how long a leader with nothing new waits before telling followers the commit index (a tick with nothing new to tell is answered without the network)"},
 			&cli.StringFlag{Name: "log-store", Value: "wal", EnvVars: env("LOG_STORE"), Usage: "the Raft log a new group gets: wal (raft-wal segment files per group), bolt (a bbolt file per group) or shared (one bbolt file for all the node's groups, which commit together); a group keeps the kind it was made with"},
 			&cli.DurationFlag{Name: "state-commit-delay", Value: d.Raft.StateCommitDelay, EnvVars: env("STATE_COMMIT_DELAY"), Usage: "how long the batches a group applies may gather in one open bbolt transaction before it commits (reads see them at once; a crash loses only the commit, the Raft log replays them); 0 commits every batch"},
+			&cli.IntFlag{Name: "proposal-batch", Value: d.Raft.ProposalBatch, EnvVars: env("PROPOSAL_BATCH"), Usage: fmt.Sprintf("the most writes a group's leader puts in one log entry while --proposals-in-flight entries are out, from 1 (an entry per write) to %d", store.MaxBatchCommands)},
+			&cli.IntFlag{Name: "proposals-in-flight", Value: d.Raft.ProposalsInFlight, EnvVars: env("PROPOSALS_IN_FLIGHT"), Usage: "entries of coalesced writes a group's leader keeps proposed and not yet applied; writes that arrive meanwhile wait and go out together in the next entry"},
+			&cli.DurationFlag{Name: "proposal-linger", Value: d.Raft.ProposalLinger, EnvVars: env("PROPOSAL_LINGER"), Usage: "after an entry of several writes, how long a group's leader may hold back the next (at most twice as long as that entry took) while as many writes gather; 0 never waits"},
 			&cli.BoolFlag{Name: "no-read-lease", EnvVars: env("NO_READ_LEASE"), Usage: "confirm leadership with a heartbeat round for every linearizable read instead of serving them under a leader's read lease (the lease needs every node's heartbeat timeout to be at least half of any other's)"},
 			&cli.BoolFlag{Name: "no-heartbeat-batching", EnvVars: env("NO_HEARTBEAT_BATCHING"), Usage: "send every group's heartbeats as RPCs of their own instead of one frame per node pair every 0.15 heartbeat timeouts for all groups (this also turns off quiet appends)"},
 			&cli.BoolFlag{Name: "shared-connections", EnvVars: env("SHARED_CONNECTIONS"), Usage: "carry all Raft traffic to a peer, every group's, in one TCP connection (yamux streams) instead of a connection pool per group and peer"},
 			&cli.Uint64Flag{Name: "snapshot-threshold", Value: d.Raft.SnapshotThreshold, EnvVars: env("SNAPSHOT_THRESHOLD"), Usage: "log entries between snapshots of a group"},
 			&cli.Uint64Flag{Name: "trailing-logs", Value: d.Raft.TrailingLogs, EnvVars: env("TRAILING_LOGS"), Usage: "log entries kept after a snapshot"},
 			&cli.StringFlag{Name: "cdc-source", EnvVars: env("CDC_SOURCE"), Usage: "on a CZone node: HTTP address to follow the global group from (default: chosen by city)"},
-			&cli.IntFlag{Name: "change-log-count", Value: 100000, EnvVars: env("CHANGE_LOG_COUNT"), Usage: "change-log entries each group keeps for its feed"},
+			&cli.IntFlag{Name: "change-log-count", Value: 100000, EnvVars: env("CHANGE_LOG_COUNT"), Usage: "changes each group's change log keeps for its feed (the newest records holding this many)"},
 			&cli.DurationFlag{Name: "change-log-age", EnvVars: env("CHANGE_LOG_AGE"), Usage: "drop change-log entries older than this (0: keep by count only)"},
 			&cli.BoolFlag{Name: "pprof", EnvVars: env("PPROF"), Usage: "serve runtime profiles under /debug/pprof/ on the HTTP port"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("LOG_LEVEL"), Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("LOG_FORMAT"), Usage: "text or json"},
 		},
 		Action: func(c *cli.Context) error {
+			if os.Getenv("GOGC") == "" {
+				// A node's live heap is small (tens of MiB) and its
+				// garbage is per request; collecting at 4x the live heap
+				// instead of 2x gave 256 clients' puts 1.00-1.17x, for
+				// about 45 MiB more RSS on an idle node
+				// (docs/PERFORMANCE.md). GOGC set by the operator wins.
+				debug.SetGCPercent(nodeGCPercent)
+			}
 			cfg := server.DefaultConfig()
 			cfg.Name = c.String("name")
 			cfg.DataDir = c.String("data-dir")
@@ -119,6 +132,15 @@ func startCommand() *cli.Command {
 			case raftgroup.LogWAL, raftgroup.LogBolt, raftgroup.LogShared:
 			default:
 				return fmt.Errorf("--log-store %q: must be wal, bolt or shared", cfg.Raft.LogStore)
+			}
+			if cfg.Raft.ProposalBatch = c.Int("proposal-batch"); cfg.Raft.ProposalBatch < 1 || cfg.Raft.ProposalBatch > store.MaxBatchCommands {
+				return fmt.Errorf("--proposal-batch %d: must be from 1 to %d", cfg.Raft.ProposalBatch, store.MaxBatchCommands)
+			}
+			if cfg.Raft.ProposalsInFlight = c.Int("proposals-in-flight"); cfg.Raft.ProposalsInFlight < 1 {
+				return fmt.Errorf("--proposals-in-flight %d: must be at least 1", cfg.Raft.ProposalsInFlight)
+			}
+			if cfg.Raft.ProposalLinger = c.Duration("proposal-linger"); cfg.Raft.ProposalLinger < 0 {
+				return fmt.Errorf("--proposal-linger %v: must not be negative", cfg.Raft.ProposalLinger)
 			}
 			cfg.Raft.NoReadLease = c.Bool("no-read-lease")
 			cfg.Raft.NoHeartbeatBatching = c.Bool("no-heartbeat-batching")
@@ -166,6 +188,10 @@ func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 	}
 	return nil, fmt.Errorf("log format %q: want text or json", format)
 }
+
+// nodeGCPercent is the garbage collector's target of `ldcd start` when
+// GOGC is not set.
+const nodeGCPercent = 300
 
 var endpointsFlag = &cli.StringSliceFlag{Name: "endpoints", Value: cli.NewStringSlice("127.0.0.1:7070"), EnvVars: env("ENDPOINTS"), Usage: "HTTP addresses of nodes"}
 

@@ -39,6 +39,7 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress line"},
 			&cli.BoolFlag{Name: "no-frames", Usage: "send every request as plain HTTP/1.1 instead of over framed connections"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the load generator itself to this file (go tool pprof)"},
+			&cli.BoolFlag{Name: "costs", Value: true, Usage: "read every node's /metrics before and after the run and report the servers' CPU per operation, the load generator's, and writes per Raft entry"},
 		),
 		Action: func(c *cli.Context) error {
 			cfg := bench.Config{
@@ -79,7 +80,11 @@ func benchCommand() *cli.Command {
 				return err
 			}
 			defer cl.Close()
-			res, err := bench.Run(c.Context, bench.LDCD{C: cl}, cfg)
+			target := bench.LDCD{C: cl}
+			if c.Bool("costs") {
+				cfg.Meter = target.Meter(&http.Client{Timeout: 5 * time.Second})
+			}
+			res, err := bench.Run(c.Context, target, cfg)
 			if res == nil {
 				return err
 			}
@@ -94,6 +99,9 @@ func benchCommand() *cli.Command {
 				bench.WriteTable(c.App.Writer, res)
 				for _, s := range res.ErrorSamples {
 					fmt.Fprintln(c.App.ErrWriter, "error:", s)
+				}
+				if res.CostsError != "" {
+					fmt.Fprintln(c.App.ErrWriter, "costs not measured:", res.CostsError)
 				}
 			}
 			return err
