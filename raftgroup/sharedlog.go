@@ -37,8 +37,10 @@ import (
 //
 // Segments are recycled oldest first. When the active segment is full, a new
 // one begins with every group's stable state, and with the live entries of
-// the groups whose oldest entry is in a segment more than keepSegments old
-// (an idle group would otherwise pin every segment after its own). Then the
+// the idle groups (none of their entries in the segment just filled) whose
+// oldest entry is in a segment more than keepSegments old (an idle group
+// would otherwise pin every segment after its own; a busy one's old entries
+// go when raft compacts its log after a snapshot). Then the
 // segments older than every group's oldest live entry are deleted. Since
 // deletion is oldest first, a record that deletes entries always outlives
 // them, and replay from the first segment left gives the same logs.
@@ -356,7 +358,13 @@ func (l *sharedLog) rotate() error {
 		for k, v := range g.stable {
 			buf = append(buf, record(recStable, g.id, stablePayload([]byte(k), v))...)
 		}
-		pinned := len(g.locs) > 0 && g.locs[0].seg+keepSegments < l.active
+		// Only an idle group's entries move: one still appending wrote
+		// into the segment just filled, and raft's own compaction after
+		// its next snapshot frees its old segments. Copying a busy group's
+		// trailing entries (tens of MiB) here stalled every group's
+		// writes behind this loop for seconds.
+		pinned := len(g.locs) > 0 && g.locs[0].seg+keepSegments < l.active &&
+			g.locs[len(g.locs)-1].seg+1 < l.active // l.active is the new segment already
 		var locs []entryLoc
 		var first uint64
 		if pinned {

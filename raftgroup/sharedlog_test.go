@@ -120,8 +120,10 @@ func TestSharedLog(t *testing.T) {
 	}
 	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
 	// About 600 KiB written in 16 KiB segments: without deletion there
-	// would be about 40.
-	if len(segs) > 12 {
+	// would be about 40. The busy groups' last 100 entries stay where
+	// they were written (only idle groups are copied forward), which
+	// keeps the segments they span.
+	if len(segs) > 20 {
 		t.Fatalf("%d segments left, want old ones deleted", len(segs))
 	}
 	check := func(l *sharedLog) {
