@@ -82,8 +82,9 @@ type Config struct {
 	SnapshotThreshold      uint64
 	SnapshotInterval       time.Duration
 	TrailingLogs           uint64
-	// LogStore is the kind of log a new group gets: LogWAL (default),
-	// LogShared or LogBolt. An existing group keeps the kind it has.
+	// LogStore is the kind of log a new group gets: LogShared (the
+	// default, "" too), LogWAL or LogBolt. An existing group keeps the
+	// kind it has.
 	LogStore string
 	// SyncState fsyncs every batch the state machine applies. Off by
 	// default: the Raft log is synced, a process crash loses nothing, and
@@ -174,6 +175,7 @@ func DefaultConfig() Config {
 		SnapshotThreshold:      8192,
 		SnapshotInterval:       30 * time.Second,
 		TrailingLogs:           10240,
+		LogStore:               LogShared,
 		StateCommitDelay:       time.Second,
 		ProposalBatch:          256,
 		ProposalsInFlight:      1,

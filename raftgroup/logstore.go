@@ -17,15 +17,15 @@ import (
 
 // The log stores a group's Raft log and stable state may live in.
 const (
-	// LogWAL is hashicorp/raft-wal: append-only segment files, one fsync
-	// per appended batch. The default.
+	// LogWAL is hashicorp/raft-wal: append-only segment files per group,
+	// one fsync per appended batch.
 	LogWAL = "wal"
 	// LogBolt is hashicorp/raft-boltdb/v2: a bbolt file, two fsyncs per
 	// appended batch (pages, then meta).
 	LogBolt = "bolt"
 	// LogShared keeps the log in the node's shared log (sharedlog.go):
-	// one bbolt file for every such group, one commit for what they
-	// append at the same time.
+	// segment files for every such group, one write and one fsync for
+	// what they append at the same time. The default.
 	LogShared = "shared"
 )
 
@@ -58,7 +58,7 @@ func openLogStore(h *Host, id, dir, kind string, logger hclog.Logger) (logStore,
 		kind = LogShared
 	}
 	switch kind {
-	case LogShared:
+	case LogShared, "":
 		l, err := h.sharedLog()
 		if err != nil {
 			return nil, err
@@ -92,7 +92,7 @@ func openLogStore(h *Host, id, dir, kind string, logger hclog.Logger) (logStore,
 			return nil, fmt.Errorf("raftgroup: log store: %w", err)
 		}
 		return s, nil
-	case LogWAL, "":
+	case LogWAL:
 		if err := os.MkdirAll(walDir, 0o755); err != nil {
 			return nil, fmt.Errorf("raftgroup: log store: %w", err)
 		}
