@@ -179,7 +179,11 @@ func (l *sharedLog) replaySegment(seq uint64, f *os.File, last bool) (int64, err
 			break
 		}
 		n := int64(binary.BigEndian.Uint32(rest))
-		if n > int64(len(rest)-8) || crc32.Checksum(rest[8:8+n], crcTable) != binary.BigEndian.Uint32(rest[4:]) {
+		// Every record has a type and a group id's length (n ≥ 2). Zeros
+		// (n = 0, and the checksum of nothing is 0) are what a power cut
+		// leaves when a file's new size reached the disk before the data
+		// written into it: a torn tail too.
+		if n < 2 || n > int64(len(rest)-8) || crc32.Checksum(rest[8:8+n], crcTable) != binary.BigEndian.Uint32(rest[4:]) {
 			break
 		}
 		if err := l.replay(rest[8:8+n], seq, off); err != nil {

@@ -169,6 +169,27 @@ func TestSharedLog(t *testing.T) {
 	checkLog(t, group(l, "g1"), 352, 601, term1, size)
 	l.close()
 
+	// So is a zero-filled tail: after a power cut the file's new size can
+	// reach the disk before the data written into it, and 8 zero bytes
+	// read as a record of length 0 whose checksum matches.
+	segs, _ = filepath.Glob(filepath.Join(dir, "*.seg"))
+	last = segs[len(segs)-1]
+	f, err = os.OpenFile(last, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(make([]byte, 4096))
+	f.Close()
+	l = open()
+	checkLog(t, group(l, "g1"), 352, 601, term1, size)
+	if err := group(l, "g1").StoreLog(entry(602, 1, size)); err != nil {
+		t.Fatal(err)
+	}
+	l.close()
+	l = open()
+	checkLog(t, group(l, "g1"), 352, 602, term1, size)
+	l.close()
+
 	// A bad record in an older segment is corruption: refused.
 	if len(segs) > 1 {
 		b, _ := os.ReadFile(segs[0])
