@@ -244,11 +244,21 @@ func (l *sharedLog) close() error {
 
 // record frames a record of type typ for group id with payload.
 func record(typ byte, id string, payload []byte) []byte {
-	b := make([]byte, 8, 8+1+binary.MaxVarintLen64+len(id)+len(payload))
-	b = append(b, typ)
+	b := startRecord(make([]byte, 0, 8+1+binary.MaxVarintLen64+len(id)+len(payload)), typ, id)
+	return sealRecord(append(b, payload...))
+}
+
+// startRecord appends the start of a record of type typ for group id to b
+// (which must be empty): room for its length and checksum, its type and
+// id. The payload follows, at payloadAt(id); sealRecord finishes it.
+func startRecord(b []byte, typ byte, id string) []byte {
+	b = append(b, 0, 0, 0, 0, 0, 0, 0, 0, typ)
 	b = binary.AppendUvarint(b, uint64(len(id)))
-	b = append(b, id...)
-	b = append(b, payload...)
+	return append(b, id...)
+}
+
+// sealRecord fills in the length and checksum of a record startRecord began.
+func sealRecord(b []byte) []byte {
 	binary.BigEndian.PutUint32(b, uint32(len(b)-8))
 	binary.BigEndian.PutUint32(b[4:], crc32.Checksum(b[8:], crcTable))
 	return b
@@ -543,15 +553,23 @@ func (g *sharedGroupLog) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
 		return nil
 	}
-	payload := binary.AppendUvarint(nil, uint64(len(logs)))
+	// Each entry is encoded straight into the record, sized up front:
+	// this is every write's path.
+	at := payloadAt(g.id)
+	n := int(at) + binary.MaxVarintLen64
 	for _, l := range logs {
-		e := encodeLog(l)
-		payload = binary.AppendUvarint(payload, uint64(len(e)))
-		payload = append(payload, e...)
+		n += binary.MaxVarintLen64 + logLen(l)
 	}
-	rec := record(recEntries, g.id, payload)
+	rec := startRecord(make([]byte, 0, n), recEntries, g.id)
+	rec = binary.AppendUvarint(rec, uint64(len(logs)))
+	for _, l := range logs {
+		rec = binary.AppendUvarint(rec, uint64(logLen(l)))
+		rec = appendLog(rec, l)
+	}
+	rec = sealRecord(rec)
+	payload := rec[at:]
 	return g.l.write(rec, func(seq uint64, off int64) {
-		if err := g.applyRecord(recEntries, payload, seq, off+payloadAt(g.id)); err != nil {
+		if err := g.applyRecord(recEntries, payload, seq, off+at); err != nil {
 			panic(err) // we just encoded it
 		}
 	})
@@ -692,10 +710,9 @@ func (g *sharedGroupLog) IsMonotonic() bool { return true }
 // Close implements io.Closer; the shared log outlives its groups.
 func (g *sharedGroupLog) Close() error { return nil }
 
-// encodeLog is index, term, type, appended-at (Unix ns), then data and
-// extensions, each behind a uvarint length.
-func encodeLog(l *raft.Log) []byte {
-	b := make([]byte, 0, 25+2*binary.MaxVarintLen64+len(l.Data)+len(l.Extensions))
+// appendLog appends l to b: index, term, type, appended-at (Unix ns), then
+// data and extensions, each behind a uvarint length; logLen bytes.
+func appendLog(b []byte, l *raft.Log) []byte {
 	b = binary.BigEndian.AppendUint64(b, l.Index)
 	b = binary.BigEndian.AppendUint64(b, l.Term)
 	b = append(b, byte(l.Type))
@@ -708,6 +725,11 @@ func encodeLog(l *raft.Log) []byte {
 	b = append(b, l.Data...)
 	b = binary.AppendUvarint(b, uint64(len(l.Extensions)))
 	return append(b, l.Extensions...)
+}
+
+// logLen is how many bytes appendLog appends for l.
+func logLen(l *raft.Log) int {
+	return 25 + uvarintLen(uint64(len(l.Data))) + len(l.Data) + uvarintLen(uint64(len(l.Extensions))) + len(l.Extensions)
 }
 
 var errBadLog = errors.New("raftgroup: shared log: malformed record")

@@ -151,14 +151,7 @@ func TestSharedLog(t *testing.T) {
 	// A torn tail (a write a crash cut short) is cut off; what was
 	// acknowledged stays.
 	l.close()
-	segs, _ = filepath.Glob(filepath.Join(dir, "*.seg"))
-	last := segs[len(segs)-1]
-	f, err := os.OpenFile(last, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Write(record(recEntries, "g1", []byte{1, 2, 3})[:9])
-	f.Close()
+	appendToLastSegment(t, dir, record(recEntries, "g1", []byte{1, 2, 3})[:9])
 	l = open()
 	check(l)
 	if err := group(l, "g1").StoreLog(entry(601, 1, size)); err != nil {
@@ -172,14 +165,7 @@ func TestSharedLog(t *testing.T) {
 	// So is a zero-filled tail: after a power cut the file's new size can
 	// reach the disk before the data written into it, and 8 zero bytes
 	// read as a record of length 0 whose checksum matches.
-	segs, _ = filepath.Glob(filepath.Join(dir, "*.seg"))
-	last = segs[len(segs)-1]
-	f, err = os.OpenFile(last, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Write(make([]byte, 4096))
-	f.Close()
+	appendToLastSegment(t, dir, make([]byte, 4096))
 	l = open()
 	checkLog(t, group(l, "g1"), 352, 601, term1, size)
 	if err := group(l, "g1").StoreLog(entry(602, 1, size)); err != nil {
@@ -191,6 +177,7 @@ func TestSharedLog(t *testing.T) {
 	l.close()
 
 	// A bad record in an older segment is corruption: refused.
+	segs, _ = filepath.Glob(filepath.Join(dir, "*.seg"))
 	if len(segs) > 1 {
 		b, _ := os.ReadFile(segs[0])
 		b[10] ^= 0xff
@@ -198,6 +185,21 @@ func TestSharedLog(t *testing.T) {
 		if _, err := openSharedLog(dir, 16<<10); err == nil {
 			t.Fatal("a corrupt older segment was accepted")
 		}
+	}
+}
+
+// appendToLastSegment writes b at the end of the newest segment in dir, as
+// a crash mid-write would leave it.
+func appendToLastSegment(t *testing.T, dir string, b []byte) {
+	t.Helper()
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	f, err := os.OpenFile(segs[len(segs)-1], os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
 	}
 }
 
