@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -233,4 +234,103 @@ func TestSharedLogRestarts(t *testing.T) {
 	if !g.IsMonotonic() {
 		t.Fatal("the shared log must tell raft it is monotonic")
 	}
+}
+
+// TestSharedLogPreallocates: once the active segment is half full a spare
+// segment of zeros is written, the next rotation puts it in place, and a
+// log that stops without a clean close (preallocated zeros after its last
+// record) opens with everything acknowledged and goes on after it.
+func TestSharedLogPreallocates(t *testing.T) {
+	dir := t.TempDir()
+	const segSize, size = 64 << 10, 1000
+	// What a crash mid-way through writing a spare leaves is made again.
+	if err := os.WriteFile(filepath.Join(dir, spareName), []byte("half a spare"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := openSharedLog(dir, segSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, spareName)); !os.IsNotExist(err) {
+		t.Fatalf("a spare left by a crash survived opening: %v", err)
+	}
+	g, _ := l.group("g")
+	one := func(uint64) uint64 { return 1 }
+	var i uint64
+	for i = 1; l.end < segSize/2+size; i++ {
+		if err := g.StoreLog(entry(i, 1, size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spareReady := func() *os.File {
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			l.spareMu.Lock()
+			f := l.spare
+			l.spareMu.Unlock()
+			if f != nil {
+				return f
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Fatal("no spare segment written after the active one passed half its size")
+		return nil
+	}
+	spareReady()
+	b, err := os.ReadFile(filepath.Join(dir, spareName))
+	if err != nil || len(b) != segSize || !allZero(b) {
+		t.Fatalf("spare: %d bytes, all zero %v, err %v; want %d zero bytes", len(b), allZero(b), err, segSize)
+	}
+	// Fill the segment: the next write rotates into the spare.
+	for seg := l.active; l.active == seg; i++ {
+		if err := g.StoreLog(entry(i, 1, size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, spareName)); !os.IsNotExist(err) {
+		t.Fatalf("the spare is still there after a rotation: %v", err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, segName(l.active)))
+	if err != nil || fi.Size() != segSize {
+		t.Fatalf("new segment: %v, %v; want the spare's %d bytes", fi, err, segSize)
+	}
+	last := i - 1
+	checkLog(t, g, 1, last, one, size)
+
+	// Stop as a crash would: no trim, the spare (if any) left behind.
+	l.opened = false
+	l.close()
+	if l, err = openSharedLog(dir, segSize); err != nil {
+		t.Fatalf("reopen after a stop with zeros past the last record: %v", err)
+	}
+	g, _ = l.group("g")
+	checkLog(t, g, 1, last, one, size)
+	for j := 0; j < 3; j++ {
+		last++
+		if err := g.StoreLog(entry(last, 1, size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.close(); err != nil {
+		t.Fatal(err)
+	}
+	// A clean close leaves no zeros after the last record.
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if b, _ := os.ReadFile(segs[len(segs)-1]); len(b) == 0 || allZero(b[len(b)-8:]) {
+		t.Fatalf("the active segment ends in zeros after a clean close (%d bytes)", len(b))
+	}
+	// Zeros after the records of an older segment are unused space, not
+	// corruption.
+	f, err := os.OpenFile(segs[0], os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(make([]byte, 4096))
+	f.Close()
+	if l, err = openSharedLog(dir, segSize); err != nil {
+		t.Fatalf("an older segment with a zero tail: %v", err)
+	}
+	defer l.close()
+	g, _ = l.group("g")
+	checkLog(t, g, 1, last, one, size)
 }
