@@ -143,6 +143,9 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 		quiet = h.cfg.HeartbeatTimeout
 	}
 	g.trans = newLeaseTransport(nt, id, h.hb, !h.cfg.NoHeartbeatBatching, acks, quiet, h.cfg.noPipeline)
+	g.trans.ap = h.ap
+	g.trans.batchAppends = !h.cfg.NoAppendBatching
+	h.ap.register(id, g.trans)
 	g.trans.leaseReads = g.lease != nil
 	if !h.cfg.noQuietAppends {
 		// Heartbeat rounds go every 150 ms at the default 1 s timeout: a

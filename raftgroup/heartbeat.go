@@ -562,14 +562,17 @@ func writeFrame(w *bufio.Writer, b []byte) error {
 	return w.Flush()
 }
 
-func readFrame(r *bufio.Reader) ([]byte, error) {
+func readFrame(r *bufio.Reader) ([]byte, error) { return readFrameMax(r, hbMaxFrame) }
+
+// readFrameMax reads a frame of at most max bytes.
+func readFrameMax(r *bufio.Reader, max uint32) ([]byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
-	if n > hbMaxFrame {
-		return nil, fmt.Errorf("raftgroup: heartbeat frame of %d bytes", n)
+	if n > max {
+		return nil, fmt.Errorf("raftgroup: frame of %d bytes", n)
 	}
 	b := make([]byte, n)
 	_, err := io.ReadFull(r, b)

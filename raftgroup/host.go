@@ -124,6 +124,12 @@ type Config struct {
 	// every group's, in one TCP connection (yamux streams, mux.go) instead
 	// of a connection pool per group and peer.
 	SharedConnections bool
+	// NoAppendBatching pipelines each group's AppendEntries to a follower
+	// over a connection of its own (hashicorp/raft's NetworkTransport).
+	// By default the pipelined appends of all of a node's groups to a peer
+	// share one connection and its writes (appends.go). A node answers
+	// batched appends either way, so nodes may differ in it.
+	NoAppendBatching bool
 
 	// noPipeline makes replication wait for each AppendEntries answer
 	// before sending the next (hashicorp/raft's behaviour when a transport
@@ -224,6 +230,7 @@ type Host struct {
 	cfg Config
 	mux *mux
 	hb  *heartbeats
+	ap  *appends
 
 	mu     sync.Mutex // guards groups and closed
 	groups map[string]*Group
@@ -266,6 +273,11 @@ func New(cfg Config) (*Host, error) {
 	// Batches from peers are answered even when this node sends its own
 	// heartbeats one by one, so nodes may differ in NoHeartbeatBatching.
 	if h.hb, err = newHeartbeats(m, 3*cfg.HeartbeatTimeout/20, cfg.HeartbeatTimeout/4, 4*cfg.LeaderHeartbeatTimeout/5, 10*time.Second); err != nil {
+		m.close()
+		return nil, err
+	}
+	if h.ap, err = newAppends(m, 10*time.Second); err != nil {
+		h.hb.close()
 		m.close()
 		return nil, err
 	}
@@ -385,6 +397,7 @@ func (h *Host) Close() error {
 		}()
 	}
 	wg.Wait()
+	h.ap.close()
 	h.hb.close()
 	h.mux.close()
 	h.sharedMu.Lock()

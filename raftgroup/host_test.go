@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -519,4 +520,107 @@ func TestInTouch(t *testing.T) {
 	}
 	applyRetry(t, nodes, "g-00-09", putCmd("k", "again"))
 	waitFor(t, last.name+" back in touch", 10*time.Second, func() bool { return g.InTouch() == nil })
+}
+
+// TestBatchedAppends: by default the pipelined appends of all groups to a
+// peer share one connection; groups replicate as before, through broken
+// connections, a restarted peer, a node that does not batch its own, and a
+// peer that does not take append connections at all (an older version:
+// the others fall back to NetworkTransport's pipelines).
+func TestBatchedAppends(t *testing.T) {
+	for _, mode := range []string{"batched", "mixed", "off", "old-peer"} {
+		t.Run(mode, func(t *testing.T) {
+			tune := func(c *Config) {
+				c.NoAppendBatching = mode == "off" || (mode == "mixed" && c.NodeID == "n1")
+			}
+			nodes := threeNodes(t, tune)
+			if mode == "old-peer" {
+				nodes[2].h.ap.layer.Close()
+			}
+			ids := []string{"g0", "g1", "g2", "g3", "g4", "g5"}
+			bootstrap(t, nodes, ids...)
+			write := func(tag string) {
+				var wg sync.WaitGroup
+				for _, id := range ids {
+					for w := 0; w < 4; w++ {
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							for i := 0; i < 10; i++ {
+								applyRetry(t, nodes, id, putCmd(fmt.Sprintf("k%d-%d", w, i), tag))
+							}
+						}()
+					}
+				}
+				wg.Wait()
+			}
+			write("before")
+			sent := func() (sent, frames uint64) {
+				for _, n := range nodes {
+					sent += n.h.ap.sent.Load()
+					frames += n.h.ap.frames.Load()
+				}
+				return
+			}
+			s, f := sent()
+			t.Logf("%s: %d appends batched in %d writes", mode, s, f)
+			switch {
+			case mode == "off" && s != 0:
+				t.Fatalf("%d appends batched with NoAppendBatching everywhere", s)
+			case mode != "off" && s == 0:
+				t.Fatal("no append went through the batched connections: the checks below test nothing")
+			}
+			if mode == "old-peer" {
+				// Nothing reaches n2 that way, and whoever tried knows it.
+				refused := 0
+				for _, n := range nodes[:2] {
+					n.h.ap.mu.Lock()
+					p := n.h.ap.peers[raft.ServerAddress(nodes[2].addr)]
+					n.h.ap.mu.Unlock()
+					if p == nil {
+						continue
+					}
+					p.mu.Lock()
+					conn, until := p.conn, p.refusedUntil
+					p.mu.Unlock()
+					if conn != nil {
+						t.Fatalf("%s keeps an append connection to a peer that refuses them", n.name)
+					}
+					if time.Now().Before(until) {
+						refused++
+					}
+				}
+				if refused == 0 {
+					t.Fatal("no node noticed that n2 refuses append connections")
+				}
+			}
+			kept := nodes[0].h.ap.sent.Load() + nodes[2].h.ap.sent.Load()
+			// Break every append connection, both ends: what was in flight
+			// fails, raft replicates through NetworkTransport and then
+			// pipelines again over new connections.
+			for _, n := range nodes {
+				n.h.ap.mu.Lock()
+				for c := range n.h.ap.conns {
+					c.Close()
+				}
+				peers := maps.Values(n.h.ap.peers)
+				n.h.ap.mu.Unlock()
+				for p := range peers {
+					p.fail(nil, errors.New("test: connection broken"))
+				}
+			}
+			write("broken")
+			// A restarted peer is reached again.
+			victim := nodes[1]
+			victim.h.Close()
+			nodes[1] = startNode(t, victim.name, victim.dir, victim.addr, tune)
+			write("after")
+			for _, id := range ids {
+				checkReplicasAgree(t, nodes, id)
+			}
+			if now := nodes[0].h.ap.sent.Load() + nodes[2].h.ap.sent.Load(); mode != "off" && now <= kept {
+				t.Fatalf("no batched appends after the connections broke (%d, %d before)", now, kept)
+			}
+		})
+	}
 }

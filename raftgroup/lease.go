@@ -122,14 +122,17 @@ var (
 // consumer channel, so the filter costs one hand-off per other RPC.
 type leaseTransport struct {
 	*raft.NetworkTransport
-	group      string
-	hb         *heartbeats // answers batched heartbeats for this group; nil in tests
-	batch      bool        // send this group's heartbeats through hb
-	noPipeline bool
-	lease      *readLease // the acknowledgements; a read lease only where leaseReads
-	quietUntil time.Time
-	leader     atomic.Pointer[func() raft.ServerID]   // the leader this replica follows, set once raft runs
-	leading    atomic.Pointer[func(term uint64) bool] // whether raft leads in a term, set once raft runs
+	group string
+	hb    *heartbeats // answers batched heartbeats for this group; nil in tests
+	ap    *appends    // answers batched appends for this group; nil in tests
+	// batchAppends sends this group's pipelined appends through ap.
+	batchAppends bool
+	batch        bool // send this group's heartbeats through hb
+	noPipeline   bool
+	lease        *readLease // the acknowledgements; a read lease only where leaseReads
+	quietUntil   time.Time
+	leader       atomic.Pointer[func() raft.ServerID]   // the leader this replica follows, set once raft runs
+	leading      atomic.Pointer[func(term uint64) bool] // whether raft leads in a term, set once raft runs
 
 	heartbeatFn atomic.Pointer[func(raft.RPC)] // raft's heartbeat fast path, for batched heartbeats
 	// raft's heartbeat handler runs on the transports' goroutines, which
@@ -255,6 +258,15 @@ func (t *leaseTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 	return err
 }
 
+// appendPeer returns the batched-append sender to target, or nil where
+// this group's appends go through NetworkTransport.
+func (t *leaseTransport) appendPeer(target raft.ServerAddress) *apPeer {
+	if t.ap == nil || !t.batchAppends {
+		return nil
+	}
+	return t.ap.peer(target)
+}
+
 // leads reports whether this group's raft leads in term.
 func (t *leaseTransport) leads(term uint64) bool {
 	f := t.leading.Load()
@@ -272,7 +284,13 @@ func (t *leaseTransport) AppendEntriesPipeline(id raft.ServerID, target raft.Ser
 	if t.noPipeline {
 		return nil, raft.ErrPipelineReplicationNotSupported
 	}
-	p, err := t.NetworkTransport.AppendEntriesPipeline(id, target)
+	var p raft.AppendPipeline
+	var err error
+	if peer := t.appendPeer(target); peer != nil {
+		p = newAPPipeline(peer, t.group)
+	} else {
+		p, err = t.NetworkTransport.AppendEntriesPipeline(id, target)
+	}
 	if err != nil || !t.batch || t.contactFresh <= 0 {
 		return p, err
 	}
@@ -285,6 +303,9 @@ func (t *leaseTransport) Close() error {
 		close(t.done)
 		if t.hb != nil {
 			t.hb.unregister(t.group, t)
+		}
+		if t.ap != nil {
+			t.ap.unregister(t.group, t)
 		}
 		t.hbMu.Lock() // waits for heartbeat handlers still running
 		t.hbClosed = true

@@ -71,6 +71,7 @@ func startCommand() *cli.Command {
 			&cli.DurationFlag{Name: "proposal-linger", Value: d.Raft.ProposalLinger, EnvVars: env("PROPOSAL_LINGER"), Usage: "after an entry of several writes, how long a group's leader may hold back the next (at most twice as long as that entry took) while as many writes gather; 0 never waits"},
 			&cli.BoolFlag{Name: "no-read-lease", EnvVars: env("NO_READ_LEASE"), Usage: "confirm leadership with a heartbeat round for every linearizable read instead of serving them under a leader's read lease (the lease needs every node's heartbeat timeout to be at least half of any other's)"},
 			&cli.BoolFlag{Name: "no-heartbeat-batching", EnvVars: env("NO_HEARTBEAT_BATCHING"), Usage: "send every group's heartbeats as RPCs of their own instead of one frame per node pair every 0.15 heartbeat timeouts for all groups (this also turns off quiet appends)"},
+			&cli.BoolFlag{Name: "no-append-batching", EnvVars: env("NO_APPEND_BATCHING"), Usage: "pipeline each group's log appends to a follower over a connection of its own (msgpack, one write each) instead of one connection per node pair for all groups, where what they send meanwhile goes out in one write"},
 			&cli.BoolFlag{Name: "shared-connections", EnvVars: env("SHARED_CONNECTIONS"), Usage: "carry all Raft traffic to a peer, every group's, in one TCP connection (yamux streams) instead of a connection pool per group and peer"},
 			&cli.Uint64Flag{Name: "snapshot-threshold", Value: d.Raft.SnapshotThreshold, EnvVars: env("SNAPSHOT_THRESHOLD"), Usage: "log entries between snapshots of a group"},
 			&cli.Uint64Flag{Name: "trailing-logs", Value: d.Raft.TrailingLogs, EnvVars: env("TRAILING_LOGS"), Usage: "log entries kept after a snapshot"},
@@ -145,6 +146,7 @@ func startCommand() *cli.Command {
 			cfg.Raft.NoReadLease = c.Bool("no-read-lease")
 			cfg.Raft.NoHeartbeatBatching = c.Bool("no-heartbeat-batching")
 			cfg.Raft.SharedConnections = c.Bool("shared-connections")
+			cfg.Raft.NoAppendBatching = c.Bool("no-append-batching")
 			cfg.Raft.SnapshotThreshold = c.Uint64("snapshot-threshold")
 			cfg.Raft.TrailingLogs = c.Uint64("trailing-logs")
 			if path := c.String("topology"); path != "" {
