@@ -292,9 +292,11 @@ func (p *apPeer) fail(conn net.Conn, err error) {
 		p.mu.Unlock()
 		return
 	}
-	if !p.answered && !errors.Is(err, ErrClosed) {
-		// Closed before answering anything: a node that does not take
-		// append connections does that.
+	var ne net.Error
+	if !p.answered && !errors.Is(err, ErrClosed) && !(errors.As(err, &ne) && ne.Timeout()) {
+		// Closed by the peer before answering anything: a node that does
+		// not take append connections does that (one that is only slow,
+		// or paused, times out instead).
 		p.refusedUntil = time.Now().Add(apRefusedFor)
 	}
 	p.conn.Close()
