@@ -208,36 +208,54 @@ func (p *apPeer) send(group string, f *apFuture) error {
 	return nil
 }
 
-// write writes what is queued on conn, everything queued meanwhile in one
-// write, until conn fails.
+// write writes what is queued on conn until conn fails or is replaced.
 func (p *apPeer) write(conn net.Conn, kick chan struct{}) {
 	defer p.a.wg.Done()
+	err := writeQueued(conn, kick, p.a.done, p.a.timeout, func(spare []byte) ([]byte, bool) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.conn != conn {
+			return nil, false
+		}
+		b := p.out
+		p.out = spare
+		if len(b) > 0 {
+			p.a.frames.Add(1)
+		}
+		return b, true
+	})
+	if err != nil {
+		p.fail(conn, err)
+	}
+}
+
+// writeQueued is a connection's writer: woken by kick, it yields
+// apWriterYields times, so that what other goroutines are about to queue
+// joins this write, then writes what take hands it (take gets the buffer
+// of the previous write back, emptied, to queue into next; false: stop).
+// It returns at done, or with the error of a write.
+func writeQueued(conn net.Conn, kick, done <-chan struct{}, timeout time.Duration, take func(spare []byte) ([]byte, bool)) error {
 	var buf []byte
 	for {
 		select {
 		case <-kick:
-		case <-p.a.done:
-			return
+		case <-done:
+			return nil
 		}
 		for range apWriterYields {
 			runtime.Gosched()
 		}
-		p.mu.Lock()
-		if p.conn != conn {
-			p.mu.Unlock()
-			return
+		var ok bool
+		if buf, ok = take(buf[:0]); !ok {
+			return nil
 		}
-		buf, p.out = p.out, buf[:0]
-		p.mu.Unlock()
 		if len(buf) == 0 {
 			continue
 		}
-		conn.SetWriteDeadline(time.Now().Add(p.a.timeout))
+		conn.SetWriteDeadline(time.Now().Add(timeout))
 		if _, err := conn.Write(buf); err != nil {
-			p.fail(conn, err)
-			return
+			return err
 		}
-		p.a.frames.Add(1)
 	}
 }
 
@@ -619,31 +637,18 @@ func (c *apConn) answer(seq uint64, resp *raft.AppendEntriesResponse, err error)
 	}
 }
 
-// write writes the queued answers, everything queued meanwhile in one
-// write, until the connection ends.
+// write writes the queued answers until the connection ends.
 func (c *apConn) write() {
 	defer c.wg.Done()
-	var buf []byte
-	for {
-		select {
-		case <-c.kick:
-		case <-c.done:
-			return
-		}
-		for range apWriterYields {
-			runtime.Gosched()
-		}
+	err := writeQueued(c.conn, c.kick, c.done, c.a.timeout, func(spare []byte) ([]byte, bool) {
 		c.mu.Lock()
-		buf, c.out = c.out, buf[:0]
-		c.mu.Unlock()
-		if len(buf) == 0 {
-			continue
-		}
-		c.conn.SetWriteDeadline(time.Now().Add(c.a.timeout))
-		if _, err := c.conn.Write(buf); err != nil {
-			c.conn.Close() // the reader sees it and ends the connection
-			return
-		}
+		defer c.mu.Unlock()
+		b := c.out
+		c.out = spare
+		return b, true
+	})
+	if err != nil {
+		c.conn.Close() // the reader sees it and ends the connection
 	}
 }
 
