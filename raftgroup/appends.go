@@ -60,18 +60,11 @@ const apRefusedFor = 30 * time.Second
 // appends is a host's append sender, one apPeer per peer, and the receiving
 // side for the host's groups.
 type appends struct {
-	m       *mux
-	layer   *streamLayer
-	timeout time.Duration
+	peerService // mu guards peers too
+	m           *mux
+	timeout     time.Duration
 
-	mu       sync.Mutex // guards peers, handlers, conns and closed
-	peers    map[raft.ServerAddress]*apPeer
-	handlers map[string]*leaseTransport
-	conns    map[net.Conn]struct{}
-	closed   bool
-
-	done chan struct{}
-	wg   sync.WaitGroup
+	peers map[raft.ServerAddress]*apPeer
 
 	sent, frames atomic.Uint64 // appends and frames sent, for tests
 }
@@ -79,52 +72,24 @@ type appends struct {
 func newAppends(m *mux, timeout time.Duration) (*appends, error) {
 	a := &appends{
 		m: m, timeout: timeout,
-		peers:    map[raft.ServerAddress]*apPeer{},
-		handlers: map[string]*leaseTransport{},
-		conns:    map[net.Conn]struct{}{},
-		done:     make(chan struct{}),
+		peers: map[raft.ServerAddress]*apPeer{},
 	}
-	layer, err := m.layer(apMuxID)
-	if err != nil {
+	if err := a.start(m, apMuxID, a.serve); err != nil {
 		return nil, err
 	}
-	a.layer = layer
-	a.wg.Add(1)
-	go a.accept()
 	return a, nil
 }
 
-func (a *appends) register(id string, t *leaseTransport) {
-	a.mu.Lock()
-	a.handlers[id] = t
-	a.mu.Unlock()
-}
-
-func (a *appends) unregister(id string, t *leaseTransport) {
-	a.mu.Lock()
-	if a.handlers[id] == t {
-		delete(a.handlers, id)
-	}
-	a.mu.Unlock()
-}
-
 func (a *appends) close() {
-	a.mu.Lock()
-	if a.closed {
-		a.mu.Unlock()
+	var peers []*apPeer
+	if !a.shut(func() {
+		for _, p := range a.peers {
+			peers = append(peers, p)
+		}
+	}) {
 		return
 	}
-	a.closed = true
-	close(a.done)
-	a.layer.Close()
-	for c := range a.conns {
-		c.Close()
-	}
-	peers := make([]*apPeer, 0, len(a.peers))
-	for _, p := range a.peers {
-		peers = append(peers, p)
-	}
-	a.mu.Unlock()
+	// Outside the lock: a sender takes it while holding its peer's.
 	for _, p := range peers {
 		p.fail(nil, ErrClosed)
 	}
@@ -466,26 +431,6 @@ func (f *apFuture) Response() *raft.AppendEntriesResponse { return f.resp }
 
 // The receiving side.
 
-func (a *appends) accept() {
-	defer a.wg.Done()
-	for {
-		conn, err := a.layer.Accept()
-		if err != nil {
-			return
-		}
-		a.mu.Lock()
-		if a.closed {
-			a.mu.Unlock()
-			conn.Close()
-			return
-		}
-		a.conns[conn] = struct{}{}
-		a.wg.Add(1)
-		a.mu.Unlock()
-		go a.serve(conn)
-	}
-}
-
 // apConn is one peer's append connection, being served.
 type apConn struct {
 	a    *appends
@@ -513,7 +458,6 @@ type apRequest struct {
 
 // serve reads one peer's appends and hands each to its group's inbox.
 func (a *appends) serve(conn net.Conn) {
-	defer a.wg.Done()
 	c := &apConn{a: a, conn: conn, done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	inboxes := map[string]*apInbox{}
 	c.wg.Add(1)
@@ -522,9 +466,6 @@ func (a *appends) serve(conn net.Conn) {
 		conn.Close()
 		close(c.done)
 		c.wg.Wait()
-		a.mu.Lock()
-		delete(a.conns, conn)
-		a.mu.Unlock()
 	}()
 	r := bufio.NewReaderSize(conn, 64<<10)
 	for {
@@ -591,9 +532,7 @@ var errConnDone = errors.New("raftgroup: append connection closed")
 // deliver hands req to group's raft as NetworkTransport would, and waits
 // for the answer.
 func (c *apConn) deliver(group string, req *raft.AppendEntriesRequest, respCh chan raft.RPCResponse) (*raft.AppendEntriesResponse, error) {
-	c.a.mu.Lock()
-	t := c.a.handlers[group]
-	c.a.mu.Unlock()
+	t := c.a.handler(group)
 	if t == nil {
 		return nil, fmt.Errorf("%w: %s", ErrNoGroup, group)
 	}

@@ -79,21 +79,14 @@ func isHeartbeat(req *raft.AppendEntriesRequest) bool {
 // heartbeats is a host's heartbeat sender, one hbPeer per peer, and the
 // receiving side for the host's groups.
 type heartbeats struct {
-	m        *mux
-	layer    *streamLayer
-	interval time.Duration // between rounds
-	fresh    time.Duration // how old a stored answer may be
-	forget   time.Duration // how long a group stays in the rounds after raft last asked
-	timeout  time.Duration
+	peerService // mu guards peers too
+	m           *mux
+	interval    time.Duration // between rounds
+	fresh       time.Duration // how old a stored answer may be
+	forget      time.Duration // how long a group stays in the rounds after raft last asked
+	timeout     time.Duration
 
-	mu       sync.Mutex // guards peers, handlers and closed
-	peers    map[raft.ServerAddress]*hbPeer
-	handlers map[string]*leaseTransport // the groups hosted here, by id
-	conns    map[net.Conn]struct{}      // connections being served
-	closed   bool
-
-	done chan struct{}
-	wg   sync.WaitGroup
+	peers map[raft.ServerAddress]*hbPeer
 
 	sent, frames atomic.Uint64 // heartbeats and frames sent, for tests
 	urgentFrames atomic.Uint64 // rounds started at once for an urgent heartbeat
@@ -104,51 +97,22 @@ type heartbeats struct {
 func newHeartbeats(m *mux, interval, fresh, forget, timeout time.Duration) (*heartbeats, error) {
 	h := &heartbeats{
 		m: m, interval: interval, fresh: fresh, forget: max(forget, hbForget), timeout: timeout,
-		peers:    map[raft.ServerAddress]*hbPeer{},
-		handlers: map[string]*leaseTransport{},
-		conns:    map[net.Conn]struct{}{},
-		done:     make(chan struct{}),
+		peers: map[raft.ServerAddress]*hbPeer{},
 	}
-	layer, err := m.layer(hbMuxID)
-	if err != nil {
+	if err := h.start(m, hbMuxID, h.serve); err != nil {
 		return nil, err
 	}
-	h.layer = layer
-	h.wg.Add(1)
-	go h.accept(layer)
 	return h, nil
 }
 
-func (h *heartbeats) register(id string, t *leaseTransport) {
-	h.mu.Lock()
-	h.handlers[id] = t
-	h.mu.Unlock()
-}
-
-func (h *heartbeats) unregister(id string, t *leaseTransport) {
-	h.mu.Lock()
-	if h.handlers[id] == t {
-		delete(h.handlers, id)
-	}
-	h.mu.Unlock()
-}
-
 func (h *heartbeats) close() {
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
+	if !h.shut(func() {
+		for _, p := range h.peers {
+			p.closeConn()
+		}
+	}) {
 		return
 	}
-	h.closed = true
-	close(h.done)
-	h.layer.Close()
-	for c := range h.conns {
-		c.Close()
-	}
-	for _, p := range h.peers {
-		p.closeConn()
-	}
-	h.mu.Unlock()
 	h.wg.Wait()
 }
 
@@ -438,35 +402,8 @@ func (p *hbPeer) roundTrip(items []*hbItem) error {
 	return d.err
 }
 
-func (h *heartbeats) accept(l *streamLayer) {
-	defer h.wg.Done()
-	for {
-		conn, err := l.Accept()
-		if err != nil {
-			return
-		}
-		h.mu.Lock()
-		if h.closed {
-			h.mu.Unlock()
-			conn.Close()
-			return
-		}
-		h.conns[conn] = struct{}{}
-		h.wg.Add(1)
-		h.mu.Unlock()
-		go h.serve(conn)
-	}
-}
-
 // serve answers the heartbeat batches of one peer's connection.
 func (h *heartbeats) serve(conn net.Conn) {
-	defer h.wg.Done()
-	defer func() {
-		h.mu.Lock()
-		delete(h.conns, conn)
-		h.mu.Unlock()
-		conn.Close()
-	}()
 	r, w := bufio.NewReader(conn), bufio.NewWriter(conn)
 	for {
 		frame, err := readFrame(r)
@@ -521,9 +458,7 @@ func (h *heartbeats) serve(conn net.Conn) {
 // deliver hands one heartbeat to its group's raft the way NetworkTransport
 // does, through the heartbeat handler raft set.
 func (h *heartbeats) deliver(group string, req *raft.AppendEntriesRequest) (*raft.AppendEntriesResponse, error) {
-	h.mu.Lock()
-	t := h.handlers[group]
-	h.mu.Unlock()
+	t := h.handler(group)
 	if t == nil {
 		return nil, fmt.Errorf("%w: %s", ErrNoGroup, group)
 	}
