@@ -565,7 +565,7 @@ func (c *apConn) answer(seq uint64, resp *raft.AppendEntriesResponse, err error)
 	var e hbEncoder
 	e.b = append(e.b, 0, 0, 0, 0)
 	e.u64(seq)
-	encodeResponse(&e, resp, err)
+	encodeResponse(&e, resp, err, "append failed")
 	putFrameLen(e.b, len(e.b)-4)
 	c.mu.Lock()
 	c.out = append(c.out, e.b...)
@@ -680,11 +680,13 @@ func decodeRequest(d *hbDecoder, req *raft.AppendEntriesRequest) {
 	}
 }
 
-func encodeResponse(e *hbEncoder, resp *raft.AppendEntriesResponse, err error) {
+// encodeResponse writes an AppendEntries answer, or err's message (failed
+// where it has none); heartbeat frames answer the same way.
+func encodeResponse(e *hbEncoder, resp *raft.AppendEntriesResponse, err error, failed string) {
 	if err != nil {
 		msg := err.Error()
 		if msg == "" {
-			msg = "append failed"
+			msg = failed
 		}
 		e.str(msg)
 		return

@@ -51,8 +51,8 @@ func TestAppendCodec(t *testing.T) {
 
 	resp := &raft.AppendEntriesResponse{RPCHeader: raft.RPCHeader{ProtocolVersion: 3, ID: []byte("n2"), Addr: []byte("127.0.0.1:2")}, Term: 7, LastLog: 43, Success: true, NoRetryBackoff: true}
 	var e hbEncoder
-	encodeResponse(&e, resp, nil)
-	encodeResponse(&e, nil, errors.New("raftgroup: no such group"))
+	encodeResponse(&e, resp, nil, "")
+	encodeResponse(&e, nil, errors.New("raftgroup: no such group"), "")
 	d = hbDecoder{b: e.b}
 	var r1, r2 raft.AppendEntriesResponse
 	if msg := decodeResponse(&d, &r1); msg != "" || !reflect.DeepEqual(&r1, resp) {

@@ -387,17 +387,9 @@ func (p *hbPeer) roundTrip(items []*hbItem) error {
 		return fmt.Errorf("raftgroup: heartbeat batch of %d answered with %d", len(items), n)
 	}
 	for _, it := range items {
-		if msg := d.str(); msg != "" {
+		if msg := decodeResponse(&d, &it.resp); msg != "" {
 			it.err = errors.New(msg)
-			continue
 		}
-		it.resp.ProtocolVersion = raft.ProtocolVersion(d.u64())
-		it.resp.ID = d.bytes()
-		it.resp.Addr = d.bytes()
-		it.resp.Term = d.u64()
-		it.resp.LastLog = d.u64()
-		it.resp.Success = d.u64() == 1
-		it.resp.NoRetryBackoff = d.u64() == 1
 	}
 	return d.err
 }
@@ -429,22 +421,7 @@ func (h *heartbeats) serve(conn net.Conn) {
 				break
 			}
 			resp, err := h.deliver(group, req)
-			if err != nil {
-				msg := err.Error()
-				if msg == "" {
-					msg = "heartbeat failed"
-				}
-				e.str(msg)
-				continue
-			}
-			e.str("")
-			e.u64(uint64(resp.ProtocolVersion))
-			e.bytes(resp.ID)
-			e.bytes(resp.Addr)
-			e.u64(resp.Term)
-			e.u64(resp.LastLog)
-			e.bool(resp.Success)
-			e.bool(resp.NoRetryBackoff)
+			encodeResponse(&e, resp, err, "heartbeat failed")
 		}
 		if d.err != nil {
 			return
