@@ -2,10 +2,12 @@ package raftgroup
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -295,18 +297,10 @@ func (p *apPeer) fail(conn net.Conn, err error) {
 		delete(p.pending, seq)
 	}
 	p.mu.Unlock()
-	sortFutures(failed)
+	slices.SortFunc(failed, func(x, y *apFuture) int { return cmp.Compare(x.seq, y.seq) })
 	for _, f := range failed {
 		f.err = err
 		f.p.deliver(f)
-	}
-}
-
-func sortFutures(fs []*apFuture) {
-	for i := 1; i < len(fs); i++ {
-		for j := i; j > 0 && fs[j].seq < fs[j-1].seq; j-- {
-			fs[j], fs[j-1] = fs[j-1], fs[j]
-		}
 	}
 }
 
@@ -320,10 +314,7 @@ type apPipeline struct {
 	once  sync.Once
 	wg    sync.WaitGroup
 
-	mu     sync.Mutex // guards ready and closed
-	ready  []*apFuture
-	closed bool
-	kick   chan struct{}
+	ready *queue[*apFuture] // answered or failed, for raft in order
 }
 
 func newAPPipeline(p *apPeer, group string) *apPipeline {
@@ -332,7 +323,7 @@ func newAPPipeline(p *apPeer, group string) *apPipeline {
 		slots: make(chan struct{}, apMaxInFlight),
 		out:   make(chan raft.AppendFuture),
 		done:  make(chan struct{}),
-		kick:  make(chan struct{}, 1),
+		ready: newQueue[*apFuture](),
 	}
 	pl.wg.Add(1)
 	go pl.pump()
@@ -354,20 +345,9 @@ func (pl *apPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.
 	return f, nil
 }
 
-// deliver queues an answered (or failed) append for raft, in order.
-func (pl *apPipeline) deliver(f *apFuture) {
-	pl.mu.Lock()
-	if pl.closed {
-		pl.mu.Unlock()
-		return
-	}
-	pl.ready = append(pl.ready, f)
-	pl.mu.Unlock()
-	select {
-	case pl.kick <- struct{}{}:
-	default:
-	}
-}
+// deliver queues an answered (or failed) append for raft, in order. After
+// Close nothing takes it, and it goes with the pipeline.
+func (pl *apPipeline) deliver(f *apFuture) { pl.ready.push(f) }
 
 // pump hands the answers to raft, never holding up the connection's
 // reader (which serves every group) while raft is busy.
@@ -375,19 +355,15 @@ func (pl *apPipeline) pump() {
 	defer pl.wg.Done()
 	for {
 		select {
-		case <-pl.kick:
+		case <-pl.ready.kick:
 		case <-pl.done:
 			return
 		}
 		for {
-			pl.mu.Lock()
-			if len(pl.ready) == 0 {
-				pl.mu.Unlock()
+			f, ok := pl.ready.pop()
+			if !ok {
 				break
 			}
-			f := pl.ready[0]
-			pl.ready = pl.ready[1:]
-			pl.mu.Unlock()
 			select {
 			case pl.out <- f:
 				<-pl.slots
@@ -404,12 +380,7 @@ func (pl *apPipeline) Consumer() <-chan raft.AppendFuture { return pl.out }
 // Close implements raft.AppendPipeline. Appends still in flight are
 // answered to no one.
 func (pl *apPipeline) Close() error {
-	pl.once.Do(func() {
-		pl.mu.Lock()
-		pl.closed = true
-		pl.mu.Unlock()
-		close(pl.done)
-	})
+	pl.once.Do(func() { close(pl.done) })
 	pl.wg.Wait()
 	return nil
 }
@@ -443,14 +414,6 @@ type apConn struct {
 	wg   sync.WaitGroup
 }
 
-// apInbox hands one group's appends from one connection to its raft, in
-// order.
-type apInbox struct {
-	mu    sync.Mutex
-	queue []apRequest
-	kick  chan struct{}
-}
-
 type apRequest struct {
 	seq uint64
 	req *raft.AppendEntriesRequest
@@ -459,7 +422,7 @@ type apRequest struct {
 // serve reads one peer's appends and hands each to its group's inbox.
 func (a *appends) serve(conn net.Conn) {
 	c := &apConn{a: a, conn: conn, done: make(chan struct{}), kick: make(chan struct{}, 1)}
-	inboxes := map[string]*apInbox{}
+	inboxes := map[string]*queue[apRequest]{} // a group's appends from this connection, for its raft in order
 	c.wg.Add(1)
 	go c.write()
 	defer func() {
@@ -483,24 +446,18 @@ func (a *appends) serve(conn net.Conn) {
 		}
 		in := inboxes[group]
 		if in == nil {
-			in = &apInbox{kick: make(chan struct{}, 1)}
+			in = newQueue[apRequest]()
 			inboxes[group] = in
 			c.wg.Add(1)
 			go c.run(group, in)
 		}
-		in.mu.Lock()
-		in.queue = append(in.queue, apRequest{seq: seq, req: req})
-		in.mu.Unlock()
-		select {
-		case in.kick <- struct{}{}:
-		default:
-		}
+		in.push(apRequest{seq: seq, req: req})
 	}
 }
 
 // run gives group's appends to its raft one at a time and queues the
 // answers.
-func (c *apConn) run(group string, in *apInbox) {
+func (c *apConn) run(group string, in *queue[apRequest]) {
 	defer c.wg.Done()
 	respCh := make(chan raft.RPCResponse, 1)
 	for {
@@ -510,14 +467,10 @@ func (c *apConn) run(group string, in *apInbox) {
 			return
 		}
 		for {
-			in.mu.Lock()
-			if len(in.queue) == 0 {
-				in.mu.Unlock()
+			r, ok := in.pop()
+			if !ok {
 				break
 			}
-			r := in.queue[0]
-			in.queue = in.queue[1:]
-			in.mu.Unlock()
 			resp, err := c.deliver(group, r.req, respCh)
 			if errors.Is(err, errConnDone) {
 				return
@@ -545,14 +498,7 @@ func (c *apConn) deliver(group string, req *raft.AppendEntriesRequest, respCh ch
 	}
 	select {
 	case r := <-respCh:
-		if r.Error != nil {
-			return nil, r.Error
-		}
-		resp, ok := r.Response.(*raft.AppendEntriesResponse)
-		if !ok {
-			return nil, errors.New("raftgroup: append answered with something else")
-		}
-		return resp, nil
+		return appendAnswer(r)
 	case <-t.done:
 		return nil, ErrClosed
 	case <-c.done:
@@ -591,27 +537,41 @@ func (c *apConn) write() {
 	}
 }
 
+// queue is an unbounded FIFO with a one-slot kick channel: push never
+// blocks (the connection's reader serves every group), and one goroutine
+// drains it when kicked.
+type queue[T any] struct {
+	mu    sync.Mutex
+	items []T
+	kick  chan struct{}
+}
+
+func newQueue[T any]() *queue[T] { return &queue[T]{kick: make(chan struct{}, 1)} }
+
+func (q *queue[T]) push(v T) {
+	q.mu.Lock()
+	q.items = append(q.items, v)
+	q.mu.Unlock()
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (q *queue[T]) pop() (T, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var v T
+	if len(q.items) == 0 {
+		return v, false
+	}
+	v, q.items = q.items[0], q.items[1:]
+	return v, true
+}
+
 // apMaxFrame bounds the bytes an append frame may claim; raft sends at
 // most MaxAppendEntries entries in one.
 const apMaxFrame = 1 << 30
-
-// view is bytes without the copy: the frame is the request's own.
-func (d *hbDecoder) view() []byte {
-	n := d.u64()
-	if d.err != nil {
-		return nil
-	}
-	if n > uint64(len(d.b)) {
-		d.err = errHBShort
-		return nil
-	}
-	if n == 0 {
-		return nil
-	}
-	v := d.b[:n:n]
-	d.b = d.b[n:]
-	return v
-}
 
 // The wire format: a frame (writeFrame's 4-byte length) per request or
 // answer; uvarints and length-prefixed bytes as in heartbeat frames.

@@ -449,17 +449,23 @@ func (h *heartbeats) deliver(group string, req *raft.AppendEntriesRequest) (*raf
 	(*fn)(raft.RPC{Command: req, RespChan: respCh})
 	select {
 	case r := <-respCh:
-		if r.Error != nil {
-			return nil, r.Error
-		}
-		resp, ok := r.Response.(*raft.AppendEntriesResponse)
-		if !ok {
-			return nil, errors.New("raftgroup: heartbeat answered with something else")
-		}
-		return resp, nil
+		return appendAnswer(r)
 	default:
 		return nil, errors.New("raftgroup: group shutting down")
 	}
+}
+
+// appendAnswer is raft's answer to an AppendEntries (a heartbeat or an
+// append) handed to it as an RPC.
+func appendAnswer(r raft.RPCResponse) (*raft.AppendEntriesResponse, error) {
+	if r.Error != nil {
+		return nil, r.Error
+	}
+	resp, ok := r.Response.(*raft.AppendEntriesResponse)
+	if !ok {
+		return nil, errors.New("raftgroup: AppendEntries answered with something else")
+	}
+	return resp, nil
 }
 
 func writeFrame(w *bufio.Writer, b []byte) error {
@@ -530,7 +536,9 @@ func (d *hbDecoder) u64() uint64 {
 	return v
 }
 
-func (d *hbDecoder) bytes() []byte {
+// view splits length-prefixed bytes off the frame without copying them
+// (append frames are their requests' own buffers).
+func (d *hbDecoder) view() []byte {
 	n := d.u64()
 	if d.err != nil {
 		return nil
@@ -542,9 +550,18 @@ func (d *hbDecoder) bytes() []byte {
 	if n == 0 {
 		return nil
 	}
-	v := append([]byte(nil), d.b[:n]...)
+	v := d.b[:n:n]
 	d.b = d.b[n:]
 	return v
 }
 
-func (d *hbDecoder) str() string { return string(d.bytes()) }
+// bytes is view, copied: a heartbeat frame's buffer is not kept.
+func (d *hbDecoder) bytes() []byte {
+	v := d.view()
+	if v == nil {
+		return nil
+	}
+	return append([]byte(nil), v...)
+}
+
+func (d *hbDecoder) str() string { return string(d.view()) }
