@@ -52,11 +52,15 @@ func TestCZoneCopies(t *testing.T) {
 
 	rec := NewRecorder()
 	stop := make(chan struct{})
-	var writes, freshOK atomic.Int64
+	var writes, freshOK, inflight atomic.Int64
 	var paused atomic.Bool // writers idle while copies are compared
 	waitWriters := startLoad(4, loadOps, stop, func(w, i int) bool {
+		inflight.Add(1)
+		defer inflight.Add(-1)
 		if paused.Load() {
-			time.Sleep(20 * time.Millisecond)
+			inflight.Add(-1)
+			time.Sleep(20 * time.Millisecond) // idle, not synchronisation
+			inflight.Add(1)
 			return true
 		}
 		key := fmt.Sprintf("k%d", i%50)
@@ -88,7 +92,7 @@ func TestCZoneCopies(t *testing.T) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/v1/global/k%d?max_staleness=1h", cz1.HTTP, i%50), nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond) // back off, not synchronisation
 			return true
 		}
 		resp.Body.Close()
@@ -106,7 +110,10 @@ func TestCZoneCopies(t *testing.T) {
 		t.Helper()
 		paused.Store(true)
 		defer paused.Store(false)
-		time.Sleep(2500 * time.Millisecond) // writes in flight land, heartbeats advance the copies
+		waitFor(t, "writes in flight to land", 30*time.Second, func() (bool, string) {
+			n := inflight.Load()
+			return n == 0, fmt.Sprintf("%d writers busy", n)
+		})
 		cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)
 		defer ccancel()
 		counts, err := c.CompareReplicas(cctx)
@@ -119,7 +126,9 @@ func TestCZoneCopies(t *testing.T) {
 		t.Logf("%s: all %d copies of the global group identical (%d writes so far)", what, counts["global"], writes.Load())
 	}
 	// Steady load: the copies keep up.
-	time.Sleep(3 * time.Second)
+	waitFor(t, "writes to flow", 30*time.Second, func() (bool, string) {
+		return writes.Load() > 100, fmt.Sprint(writes.Load())
+	})
 	waitFor(t, "cz1 and cz2 to follow", 30*time.Second, func() (bool, string) {
 		a, ok1 := cdcOf(ctx, writers, "cz1")
 		b, ok2 := cdcOf(ctx, writers, "cz2")
@@ -129,11 +138,10 @@ func TestCZoneCopies(t *testing.T) {
 
 	// kill -9 of the follower under load, then restart.
 	c.Kill(cz1)
-	time.Sleep(time.Second)
 	if err := c.Start(cz1); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	waitReady(t, cz1, 60*time.Second)
 	converge("kill -9 of the follower under load, then restart", 5)
 	// Kill cz1's source: it moves to another.
 	var src client.CDCInfo
@@ -156,11 +164,11 @@ func TestCZoneCopies(t *testing.T) {
 		s, ok := cdcOf(ctx, writers, "cz1")
 		return ok && s.Connected && s.Source != victim.HTTP, fmt.Sprintf("%+v", s)
 	})
-	time.Sleep(time.Second)
 	converge("kill -9 of the follower's source", 4) // the source is down
 	if err := c.Start(victim); err != nil {
 		t.Fatal(err)
 	}
+	waitReady(t, victim, 60*time.Second)
 	converge("the source back", 5)
 
 	// A gap longer than what the source keeps: cz1 is down while more than

@@ -57,7 +57,7 @@ func TestChangeFeedExactlyOnce(t *testing.T) {
 	stop := make(chan struct{})
 	wait := writeAcked(t, ctx, cl, &a, 4, 100000, 2*time.Second, stop,
 		func(w, i int) uint64 { return uint64(w*1000 + i%10) }, nil) // shards 00-09
-	time.Sleep(2 * time.Second)
+	waitMoreAcked(t, &a, 50, 30*time.Second)
 	info, err := cl.Cluster(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -69,11 +69,12 @@ func TestChangeFeedExactlyOnce(t *testing.T) {
 		}
 	}
 	c.Kill(victim)
-	time.Sleep(3 * time.Second)
+	waitMoreAcked(t, &a, 50, 30*time.Second) // the group took writes without the victim
 	if err := c.Start(victim); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second)
+	waitReady(t, victim, 60*time.Second)
+	waitMoreAcked(t, &a, 50, 30*time.Second)
 	close(stop)
 	wait()
 
@@ -108,6 +109,9 @@ func TestChangeFeedExactlyOnce(t *testing.T) {
 
 	// A from older than what is kept is not served: 410 with the oldest
 	// index (no pruning here, so from 1 is fine, and the snapshot works).
+	for _, n := range c.Nodes {
+		waitReady(t, n, 60*time.Second)
+	}
 	resp, err := http.Get("http://" + c.Nodes[0].HTTP + "/v1/changes/g-00-09/snapshot")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("snapshot: %v %v", resp, err)

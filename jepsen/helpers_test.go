@@ -227,3 +227,39 @@ func writeAcked(t *testing.T, ctx context.Context, cl *client.Client, a *acked, 
 		return true
 	})
 }
+
+// waitReady waits until n's HTTP API answers /healthz with 200: a node that
+// restarts with data replays its log before it listens.
+func waitReady(t *testing.T, n *Node, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, n.Name+" to be ready", timeout, func() (bool, string) {
+		if !n.Running() {
+			return false, n.Name + " is not running"
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		var body map[string]any
+		if err := GetJSON(ctx, n, "/healthz", &body); err != nil {
+			return false, err.Error()
+		}
+		return true, ""
+	})
+}
+
+// count returns how many distinct keys have been acknowledged.
+func (a *acked) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.want)
+}
+
+// waitMoreAcked waits until at least more keys beyond those acknowledged
+// now are acknowledged: the writers are going (instead of a fixed sleep).
+func waitMoreAcked(t *testing.T, a *acked, more int, timeout time.Duration) {
+	t.Helper()
+	from := a.count()
+	waitFor(t, fmt.Sprintf("%d more acknowledged writes", more), timeout, func() (bool, string) {
+		n := a.count()
+		return n >= from+more, fmt.Sprintf("%d acknowledged, %d before", n, from)
+	})
+}

@@ -206,7 +206,7 @@ func TestThreeNodesSurviveKill9(t *testing.T) {
 		}
 		return true
 	})
-	time.Sleep(500 * time.Millisecond) // let the writers get going
+	waitMoreAcked(t, &a, 20, 30*time.Second) // the writers are going
 	victimName := leaderCounts(info)[0]
 	var victim *Node
 	var survivors []*Node
@@ -248,7 +248,7 @@ func TestThreeNodesSurviveKill9(t *testing.T) {
 	if recovered > 10*time.Second {
 		t.Errorf("recovery took %v, the bound is 5s (10s allowed on a loaded machine)", recovered)
 	}
-	time.Sleep(time.Second)
+	waitMoreAcked(t, &a, 20, 30*time.Second)
 	close(stop)
 	wait()
 	t.Logf("writers: %d acknowledged keys, %d indeterminate, %d definite failures", len(a.want), indeterminate.Load(), failures.Load())

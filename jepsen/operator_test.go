@@ -87,7 +87,7 @@ func TestMoveDrainUnderWrites(t *testing.T) {
 				meter.ok(time.Now())
 			}
 		})
-	time.Sleep(time.Second)
+	waitMoreAcked(t, &a, 50, 30*time.Second)
 
 	// move 00-24 to rz1 and back, measuring the write pause each time.
 	var pauses []time.Duration

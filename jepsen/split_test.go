@@ -53,7 +53,7 @@ func TestSplitUnderWrites(t *testing.T) {
 				meter.ok(time.Now())
 			}
 		})
-	time.Sleep(time.Second)
+	waitMoreAcked(t, &a, 50, 30*time.Second)
 	meter.reset()
 	start := time.Now()
 	res, err := cl.PlacementAction(ctx, "split", client.PlacementRequest{Shards: "00-24", At: 12})
@@ -76,7 +76,7 @@ func TestSplitUnderWrites(t *testing.T) {
 		return true, ""
 	})
 	took := time.Since(start)
-	time.Sleep(500 * time.Millisecond)
+	waitMoreAcked(t, &a, 20, 30*time.Second) // writes go on after the switch
 	close(stop)
 	wait()
 	t.Logf("split of 00-24 (%d preloaded keys + writes) switched in %v; longest write pause on 12-24: %v", preload, took.Round(time.Millisecond), meter.reset().Round(time.Millisecond))

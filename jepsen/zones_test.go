@@ -108,7 +108,7 @@ func TestZoneFailoverAndFailback(t *testing.T) {
 	wcl := newClient(t, byName["gz1"], byName["rz1a"], byName["rz2a"])
 	wait := writeAcked(t, ctx, wcl, &a, 4, 100000, 2*time.Second, stop,
 		func(w, i int) uint64 { return uint64(w*1_000_000 + i*37%100) }, nil)
-	time.Sleep(time.Second)
+	waitMoreAcked(t, &a, 50, 30*time.Second)
 
 	// The owner zone of 00-49 dies.
 	killed := time.Now()
