@@ -22,15 +22,16 @@ import (
 var buildFlags []string
 
 // Build compiles ldcd from the module that contains this package into dir
-// and returns the binary's path.
-func Build(dir string) (string, error) {
+// and returns the binary's path. extra are more flags for go build (e.g.
+// "-tags", "failpoints").
+func Build(dir string, extra ...string) (string, error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("jepsen: go env GOMOD: %w", err)
 	}
 	root := filepath.Dir(strings.TrimSpace(string(out)))
 	bin := filepath.Join(dir, "ldcd")
-	args := append(append([]string{"build"}, buildFlags...), "-o", bin, "./cmd/ldcd")
+	args := append(append(append([]string{"build"}, buildFlags...), extra...), "-o", bin, "./cmd/ldcd")
 	cmd := exec.Command("go", args...)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -118,6 +119,9 @@ type Cluster struct {
 	Nodes []*Node
 	// Args are flags given to every node.
 	Args []string
+	// Env holds more environment variables of every node's process
+	// ("KEY=value"; LDCD_FAILPOINTS in a failpoint build).
+	Env []string
 
 	portsMu sync.Mutex      // guards ports
 	ports   map[string]bool // ip:port handed to a node of this cluster
@@ -217,6 +221,9 @@ func (c *Cluster) Start(n *Node, join ...string) error {
 	}
 	fmt.Fprintf(logf, "=== %s starting: %s %s\n", time.Now().Format(time.RFC3339Nano), c.Bin, strings.Join(args, " "))
 	cmd := exec.Command(c.Bin, args...)
+	if len(c.Env) > 0 {
+		cmd.Env = append(os.Environ(), c.Env...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if n.UID != 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,7 +15,29 @@ import (
 	"github.com/ldcd/ldcd/client"
 )
 
-var bin string
+var bin, binDir string
+
+var failpointOnce struct {
+	sync.Once
+	bin string
+	err error
+}
+
+// failpointBin builds (once) an ldcd with failpoints compiled in, which
+// LDCD_FAILPOINTS in a node's environment turns on.
+func failpointBin(t *testing.T) string {
+	t.Helper()
+	failpointOnce.Do(func() {
+		dir := filepath.Join(binDir, "failpoints")
+		if failpointOnce.err = os.MkdirAll(dir, 0o755); failpointOnce.err == nil {
+			failpointOnce.bin, failpointOnce.err = Build(dir, "-tags", "failpoints")
+		}
+	})
+	if failpointOnce.err != nil {
+		t.Fatal(failpointOnce.err)
+	}
+	return failpointOnce.bin
+}
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "ldcd-bin-")
@@ -23,6 +46,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	os.Chmod(dir, 0o755) // node processes may run as other users (partitions)
+	binDir = dir
 	bin, err = Build(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

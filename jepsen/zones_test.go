@@ -20,7 +20,13 @@ func startLDC(t *testing.T, args ...string) *Cluster {
 	if len(args) == 0 {
 		args = fastArgs
 	}
-	c := &Cluster{Bin: bin, Dir: t.TempDir(), Args: append([]string{}, args...)}
+	return startLDCWith(t, &Cluster{Bin: bin, Dir: t.TempDir(), Args: append([]string{}, args...)})
+}
+
+// startLDCWith starts startLDC's nodes in c (its binary, flags and
+// environment set).
+func startLDCWith(t *testing.T, c *Cluster) *Cluster {
+	t.Helper()
 	t.Cleanup(func() {
 		c.Close()
 		checkRaces(t, c)

@@ -19,7 +19,13 @@ type Local interface {
 	// create the group's first configuration with this node alone.
 	StartReplica(id string, bootstrap bool) error
 	// StopReplica stops the replica of group id here and deletes its data.
+	// The agent calls it only once Membership has shown that the group's
+	// committed configuration no longer lists this node.
 	StopReplica(id string) error
+	// Membership returns group id's committed configuration, as its leader
+	// confirms it (an error if no leader does): the authority a replica is
+	// destroyed on, never the desired placement alone.
+	Membership(ctx context.Context, id string) ([]Member, error)
 	// LeaderMembers returns group id's configuration if this node leads it.
 	LeaderMembers(id string) ([]Member, bool)
 	// AddLearner adds node to group id as a nonvoter.
@@ -153,6 +159,29 @@ type View struct {
 	ZoneOf map[string]string
 	// Unreachable lists, per led group, the peers whose heartbeats fail.
 	Unreachable map[string]map[string]bool
+	// Removed holds the local groups whose committed configuration, as
+	// their leader confirmed it, no longer lists this node.
+	Removed map[string]bool
+}
+
+// StopCandidates returns the local replicas the placement no longer wants
+// here and that this node does not lead: each is stopped once its group's
+// leader confirms that the committed configuration no longer lists it
+// (View.Removed).
+func StopCandidates(v View, p *Placement) []string {
+	var out []string
+	for _, id := range v.Local {
+		if g, ok := p.Group(id); ok {
+			if _, mine := g.Replica(v.Me); mine {
+				continue
+			}
+		}
+		if _, lead := v.Leading[id]; lead {
+			continue // hand leadership away first (below), stop once removed
+		}
+		out = append(out, id)
+	}
+	return out
 }
 
 // Actions returns what the node must do to move toward p. It is pure: the
@@ -173,20 +202,15 @@ func Actions(v View, p *Placement) []Action {
 		}
 		out = append(out, Action{Kind: kind, Group: g.ID})
 	}
-	byID := make(map[string]*GroupPlacement, len(p.Groups))
-	for i := range p.Groups {
-		byID[p.Groups[i].ID] = &p.Groups[i]
-	}
-	for _, id := range v.Local {
-		if g, ok := byID[id]; ok {
-			if _, mine := g.Replica(v.Me); mine {
-				continue
-			}
-			if _, lead := v.Leading[id]; lead {
-				continue // hand leadership away first (below), stop next round
-			}
+	// Invariant: a replica is destroyed only after its group's committed
+	// configuration no longer lists it. One destroyed while it is still a
+	// voter leaves the group a voter short for good: the next zone loss
+	// takes its quorum, and with it the only leader that could repair it.
+	// Until its leader removes it, an unwanted replica keeps running.
+	for _, id := range StopCandidates(v, p) {
+		if v.Removed[id] {
+			out = append(out, Action{Kind: ActStop, Group: id})
 		}
-		out = append(out, Action{Kind: ActStop, Group: id})
 	}
 	for _, g := range p.Groups {
 		members, ok := v.Leading[g.ID]
@@ -295,6 +319,23 @@ func (a *Agent) reconcile(ctx context.Context, p *Placement, now time.Time) []er
 		}
 	}
 	var errs []error
+	for _, id := range StopCandidates(v, p) {
+		members, err := l.Membership(ctx, id)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("keeping unwanted replica %s until its removal is confirmed: %w", id, err))
+			continue
+		}
+		listed := false
+		for _, m := range members {
+			listed = listed || m.Node == v.Me
+		}
+		if !listed {
+			if v.Removed == nil {
+				v.Removed = map[string]bool{}
+			}
+			v.Removed[id] = true
+		}
+	}
 	for _, act := range Actions(v, p) {
 		var err error
 		switch act.Kind {

@@ -21,7 +21,7 @@ func TestActions(t *testing.T) {
 		"g-20-29": {{Node: "a", Voter: true}, {Node: "b", Voter: true}, {Node: "c", Voter: true}}, // a leaves: transfer first
 		"g-40-49": {{Node: "a", Voter: true}, {Node: "c", Voter: true}, {Node: "d", Voter: true}}, // remove d
 	}
-	got := Actions(View{Me: "a", Local: local, Leading: leading}, p)
+	got := Actions(View{Me: "a", Local: local, Leading: leading, Removed: map[string]bool{"g-90-99": true}}, p)
 	want := []Action{
 		{Kind: ActBoot, Group: "g-00-09"},
 		{Kind: ActStart, Group: "g-30-39"}, // named as bootstrap node but no longer alone: must not bootstrap
@@ -38,6 +38,36 @@ func TestActions(t *testing.T) {
 	// A settled node has nothing to do.
 	if got := Actions(View{Me: "b", Local: []string{"global", "g-10-19", "g-20-29", "g-30-39"}}, p); len(got) != 0 {
 		t.Fatalf("settled node got actions %+v", got)
+	}
+}
+
+// TestActionsStopOnlyOnceRemoved is the sequence that left a range without
+// a quorum for good: the planner takes a fourth voter's replica off n0 ("4
+// voters, 3 wanted") and n0's agent deleted it at once, while the group's
+// committed configuration still listed n0 as a voter; losing n0's zone then
+// left 2 of 4. The replica must keep running until its leader has removed
+// it from the committed configuration.
+func TestActionsStopOnlyOnceRemoved(t *testing.T) {
+	p := &Placement{Version: 7, Topology: DefaultTopology("z", "c"), Groups: []GroupPlacement{
+		{ID: "g-00-24", Replicas: []Replica{{Node: "n1", Voter: true}, {Node: "n2", Voter: true}, {Node: "n3", Voter: true}}},
+	}}
+	v := View{Me: "n0", Local: []string{"g-00-24"}}
+	if got := StopCandidates(v, p); !reflect.DeepEqual(got, []string{"g-00-24"}) {
+		t.Fatalf("StopCandidates = %v", got)
+	}
+	// n0 is still a voter in the committed configuration: nothing to do.
+	if got := Actions(v, p); len(got) != 0 {
+		t.Fatalf("a replica still in the committed configuration: actions %+v, want none", got)
+	}
+	// Its leader removed it: now it is stopped and its data deleted.
+	v.Removed = map[string]bool{"g-00-24": true}
+	if got, want := Actions(v, p), []Action{{Kind: ActStop, Group: "g-00-24"}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("actions %+v, want %+v", got, want)
+	}
+	// A leader is never a candidate: it hands leadership away first.
+	v = View{Me: "n0", Local: []string{"g-00-24"}, Leading: map[string][]Member{"g-00-24": {{Node: "n0", Voter: true}, {Node: "n1", Voter: true}}}}
+	if got := StopCandidates(v, p); len(got) != 0 {
+		t.Fatalf("StopCandidates of a leader = %v", got)
 	}
 }
 

@@ -48,7 +48,10 @@ type Group struct {
 // logCacheSize is how many recent log entries each group keeps in memory.
 const logCacheSize = 512
 
-func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error) {
+// openGroup opens (or creates) group id. bootstrap, for a fresh group, is
+// its first configuration; recover, for a group with state, replaces its
+// configuration before raft starts (Host.Recover).
+func openGroup(h *Host, id string, bootstrap, recover []raft.Server) (g *Group, err error) {
 	dir := filepath.Join(h.cfg.DataDir, "groups", id)
 	if err := os.MkdirAll(filepath.Join(dir, "snapshots"), 0o755); err != nil {
 		return nil, fmt.Errorf("raftgroup: %w", err)
@@ -159,6 +162,18 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 	if err != nil {
 		return nil, fmt.Errorf("raftgroup: %w", err)
 	}
+	if len(recover) > 0 {
+		if fresh {
+			return nil, fmt.Errorf("raftgroup: recover %s: %w", id, ErrNoState)
+		}
+		// Every entry this replica holds is applied, committed or not, and
+		// the configuration is set to recover in a new snapshot; the log
+		// before it is deleted (raft.RecoverCluster).
+		if err := raft.RecoverCluster(rc, recoveryFSM{g.fsm}, logs, g.logs, snaps, g.trans, raft.Configuration{Servers: recover}); err != nil {
+			return nil, fmt.Errorf("raftgroup: recover %s: %w", id, err)
+		}
+		logger.Warn("group recovered with a new configuration", "servers", fmt.Sprint(recover), "applied_index", g.fsm.AppliedIndex())
+	}
 	g.raft, err = raft.NewRaft(rc, g.fsm, logs, g.logs, snaps, g.trans)
 	if err != nil {
 		return nil, fmt.Errorf("raftgroup: start raft: %w", err)
@@ -203,6 +218,27 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 	go g.watchLeadership()
 	logger.Info("group opened", "fresh", fresh, "applied_index", g.fsm.AppliedIndex())
 	return g, nil
+}
+
+// recoveryFSM gives raft.RecoverCluster snapshots that release themselves
+// once persisted: RecoverCluster never calls Release, and a store snapshot
+// holds a read transaction until it is released (Close would wait for it
+// forever).
+type recoveryFSM struct{ raft.FSM }
+
+func (f recoveryFSM) Snapshot() (raft.FSMSnapshot, error) {
+	s, err := f.FSM.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return releasingSnapshot{s}, nil
+}
+
+type releasingSnapshot struct{ raft.FSMSnapshot }
+
+func (s releasingSnapshot) Persist(sink raft.SnapshotSink) error {
+	defer s.FSMSnapshot.Release()
+	return s.FSMSnapshot.Persist(sink)
 }
 
 // catchUpFromSnapshot restores the state machine from the newest snapshot if
@@ -577,6 +613,32 @@ func (g *Group) Servers() ([]Server, error) {
 		out = append(out, Server{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
 	}
 	return out, nil
+}
+
+// CommittedServers returns the group's configuration as committed: only the
+// leader answers (a *NotLeaderError otherwise). It reads the leader's latest
+// configuration, then commits a barrier entry behind it; once the barrier is
+// committed, so is every entry before it, the configuration included, and
+// this replica was the leader of a quorum when it was. hashicorp/raft's own
+// GetConfiguration returns the latest configuration, committed or not, and
+// an uncommitted one may be undone by the next leader: a replica must never
+// be destroyed on its word (see placement.Local.Membership).
+func (g *Group) CommittedServers(ctx context.Context) ([]Server, error) {
+	if !g.IsLeader() {
+		return nil, g.notLeader()
+	}
+	servers, err := g.Servers()
+	if err != nil {
+		return nil, err
+	}
+	if err := wait(ctx, g.raft.Barrier(timeoutOf(ctx))); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+			errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return nil, g.notLeader()
+		}
+		return nil, fmt.Errorf("raftgroup: %s: confirming the configuration: %w", g.id, err)
+	}
+	return servers, nil
 }
 
 // Status returns the group's status on this replica.

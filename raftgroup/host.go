@@ -25,6 +25,11 @@ var (
 	// needs the group's leader and this replica is not it. The operation did
 	// not happen: it is safe to retry at the leader.
 	ErrNotLeader = errors.New("raftgroup: not leader")
+	// ErrHasLeader is returned by Recover on a replica that leads its group:
+	// a group with a leader has its quorum and needs no recovery.
+	ErrHasLeader = errors.New("raftgroup: the group has a leader")
+	// ErrNoState is returned by Recover for a replica without any state.
+	ErrNoState = errors.New("raftgroup: the replica has no state")
 	// ErrIndeterminate is returned when a write was proposed but its outcome
 	// is unknown (leadership lost, timeout, shutdown): it may or may not
 	// have been applied.
@@ -319,7 +324,7 @@ func (h *Host) Create(id string, bootstrap []raft.Server) (*Group, error) {
 	if g, ok := h.groups[id]; ok {
 		return g, nil
 	}
-	g, err := openGroup(h, id, bootstrap)
+	g, err := openGroup(h, id, bootstrap, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -345,6 +350,38 @@ func (h *Host) Groups() []*Group {
 	h.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
 	return out
+}
+
+// Recover rebuilds group id from this replica alone, for a group that has
+// lost a quorum of its voters for good: it stops the replica, makes this
+// node the group's only voter (every entry this replica holds counts as
+// committed; what only the lost voters had is gone), and starts it again.
+// The replica then elects itself and the placement driver adds replicas
+// back. Nothing is deleted but the log entries the new snapshot covers.
+func (h *Host) Recover(id string) (*Group, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrClosed
+	}
+	g, ok := h.groups[id]
+	if !ok {
+		return nil, ErrNoGroup
+	}
+	if g.IsLeader() {
+		return nil, fmt.Errorf("raftgroup: recover %s: %w", id, ErrHasLeader)
+	}
+	delete(h.groups, id)
+	if err := g.close(); err != nil {
+		return nil, fmt.Errorf("raftgroup: recover %s: stopping the replica: %w", id, err)
+	}
+	self := []raft.Server{{ID: raft.ServerID(h.cfg.NodeID), Address: raft.ServerAddress(h.cfg.Advertise), Suffrage: raft.Voter}}
+	ng, err := openGroup(h, id, nil, self)
+	if err != nil {
+		return nil, err
+	}
+	h.groups[id] = ng
+	return ng, nil
 }
 
 // Remove stops group id and deletes its files.

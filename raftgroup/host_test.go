@@ -624,3 +624,149 @@ func TestBatchedAppends(t *testing.T) {
 		})
 	}
 }
+
+// TestCommittedServers: the configuration a replica may be destroyed on is
+// the committed one. A leader that has lost its quorum appends a removal it
+// cannot commit: its latest configuration no longer lists the removed node,
+// but CommittedServers must not say so (the next leader may still list it
+// as a voter). Once a quorum is back and the removal commits, it does.
+func TestCommittedServers(t *testing.T) {
+	nodes := threeNodes(t, nil)
+	bootstrap(t, nodes, "g-00-09")
+	l := waitLeader(t, nodes, "g-00-09")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	servers, err := l.CommittedServers(ctx)
+	cancel()
+	if err != nil || len(servers) != 3 {
+		t.Fatalf("CommittedServers = %v, %v; want the three members", servers, err)
+	}
+	for _, n := range nodes {
+		if g, _ := n.h.Group("g-00-09"); g != l {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			if _, err := g.CommittedServers(ctx); !errors.Is(err, ErrNotLeader) {
+				t.Errorf("a follower answered CommittedServers: %v", err)
+			}
+			cancel()
+		}
+	}
+
+	// Both followers stop: the leader proposes removing one of them.
+	var followers []int
+	for i, n := range nodes {
+		if g, _ := n.h.Group("g-00-09"); g != l {
+			followers = append(followers, i)
+		}
+	}
+	gone := nodes[followers[1]]
+	for _, i := range followers {
+		nodes[i].h.Close()
+	}
+	removed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		removed <- l.RemoveServer(ctx, gone.name)
+	}()
+	waitFor(t, "the uncommitted removal in the leader's latest configuration", 5*time.Second, func() bool {
+		s, err := l.Servers()
+		return err == nil && len(s) == 2
+	})
+	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+	servers, err = l.CommittedServers(ctx)
+	cancel()
+	if err == nil {
+		t.Fatalf("CommittedServers without a quorum = %v: an uncommitted removal taken as committed", servers)
+	}
+	t.Logf("without a quorum: %v (latest configuration lists 2)", err)
+	if err := <-removed; err == nil {
+		t.Fatal("the removal committed without a quorum")
+	}
+
+	// The other follower comes back: the group has a quorum of the new
+	// configuration, and the committed configuration no longer lists gone.
+	back := followers[0]
+	nodes[back] = startNode(t, nodes[back].name, nodes[back].dir, nodes[back].addr, nil)
+	nodes[followers[1]] = nil
+	waitFor(t, "a committed configuration without "+gone.name, 20*time.Second, func() bool {
+		l := leaderOf(nodes, "g-00-09")
+		if l == nil {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		s, err := l.CommittedServers(ctx)
+		if err != nil {
+			return false
+		}
+		for _, sv := range s {
+			if sv.ID == gone.name {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// TestRecoverLostQuorum: two of three voters are gone for good; the
+// survivor is rebuilt as the group's only voter, keeps every write it
+// held, and takes writes again. A replica that leads is refused.
+func TestRecoverLostQuorum(t *testing.T) {
+	nodes := threeNodes(t, nil)
+	bootstrap(t, nodes, "g-00-09")
+	for i := 0; i < 20; i++ {
+		applyRetry(t, nodes, "g-00-09", putCmd(fmt.Sprintf("k%d", i), "v"))
+	}
+	l := waitLeader(t, nodes, "g-00-09")
+	if _, err := nodes[0].h.Recover("nope"); !errors.Is(err, ErrNoGroup) {
+		t.Fatalf("Recover of a missing group: %v", err)
+	}
+	for _, n := range nodes {
+		if g, _ := n.h.Group("g-00-09"); g == l {
+			if _, err := n.h.Recover("g-00-09"); !errors.Is(err, ErrHasLeader) {
+				t.Fatalf("Recover at the leader: %v, want ErrHasLeader", err)
+			}
+		}
+	}
+	s := nodes[followerIndex(t, nodes, "g-00-09", l)]
+	target := l.Store().AppliedIndex()
+	sg, _ := s.h.Group("g-00-09")
+	waitFor(t, "the survivor to apply everything", 10*time.Second, func() bool { return sg.Store().AppliedIndex() >= target })
+	for _, n := range nodes {
+		if n != s {
+			n.h.Close()
+		}
+	}
+	// Without a quorum the survivor cannot take writes.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	if _, err := sg.Apply(ctx, putCmd("lost", "x")); err == nil {
+		t.Fatal("a write without a quorum succeeded")
+	}
+	cancel()
+	g, err := s.h.Recover("g-00-09")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the recovered replica to lead", 10*time.Second, func() bool { return g.IsLeader() })
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := g.Apply(ctx, putCmd("after", "recovery")); err != nil {
+		t.Fatal(err)
+	}
+	servers, err := g.CommittedServers(ctx)
+	if err != nil || len(servers) != 1 || servers[0].ID != s.name {
+		t.Fatalf("configuration after recovery: %v %v", servers, err)
+	}
+	for i := 0; i < 20; i++ {
+		if _, found, err := g.Store().Get([]byte(fmt.Sprintf("k%d", i))); err != nil || !found {
+			t.Fatalf("k%d lost in the recovery: %v", i, err)
+		}
+	}
+	// It restarts as it is, the only voter.
+	s.h.Close()
+	s = startNode(t, s.name, s.dir, s.addr, nil)
+	g, ok := s.h.Group("g-00-09")
+	if !ok {
+		t.Fatal("the recovered group did not reopen")
+	}
+	waitFor(t, "the recovered replica to lead after a restart", 10*time.Second, func() bool { return g.IsLeader() })
+}

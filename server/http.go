@@ -43,6 +43,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/v1/placement", s.handlePlacementShow)
 	mux.HandleFunc("/v1/placement/{op}", s.handlePlacementOp)
 	mux.HandleFunc("/v1/internal/status", s.handleStatus)
+	mux.HandleFunc("GET /v1/internal/members/{group}", s.handleMembers)
 	mux.HandleFunc("/v1/internal/placement/at", s.handlePlacementAt)
 	mux.HandleFunc("POST /v1/internal/split/fence", s.handleSplitFence)
 	mux.HandleFunc("POST /v1/internal/split/purge", s.handleSplitPurge)
@@ -707,6 +708,33 @@ var (
 	headerLeaderHTTP = http.CanonicalHeaderKey(client.HeaderLeaderHTTP)
 	headerGroup      = http.CanonicalHeaderKey(client.HeaderGroup)
 )
+
+// handleMembers answers a group's committed configuration, from its leader
+// only (409 elsewhere): a replica that is no longer listed may be destroyed
+// on this answer (placement.Local.Membership).
+func (s *Server) handleMembers(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("group")
+	g, ok := s.host.Group(id)
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no replica of group %q here", id))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	servers, err := g.CommittedServers(ctx)
+	if err != nil {
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, committedMembers{Group: id, Leader: s.cfg.Name, Servers: servers})
+}
+
+// committedMembers is the answer of GET /v1/internal/members/{group}.
+type committedMembers struct {
+	Group   string             `json:"group"`
+	Leader  string             `json:"leader"`
+	Servers []raftgroup.Server `json:"servers"`
+}
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.localStatus())

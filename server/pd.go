@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -299,6 +300,56 @@ func (l local) StopReplica(id string) error {
 	return nil
 }
 
+// Membership asks group id's leader for its committed configuration: the
+// leader this replica knows of first, then every other member it or the
+// desired placement lists, until one answers as the leader.
+func (l local) Membership(ctx context.Context, id string) ([]placement.Member, error) {
+	g, ok := l.s.host.Group(id)
+	if !ok {
+		return nil, raftgroup.ErrNoGroup
+	}
+	var ask []string
+	seen := map[string]bool{l.s.cfg.Name: true}
+	add := func(node string) {
+		if node != "" && !seen[node] {
+			seen[node] = true
+			ask = append(ask, node)
+		}
+	}
+	leader, _ := g.Leader()
+	add(leader)
+	if servers, err := g.Servers(); err == nil {
+		for _, sv := range servers {
+			add(sv.ID)
+		}
+	}
+	if p, _ := l.s.currentPlacement(); p != nil {
+		if gp, ok := p.Group(id); ok {
+			for _, r := range gp.Replicas {
+				add(r.Node)
+			}
+		}
+	}
+	var errs []error
+	for _, node := range ask {
+		m, ok := l.s.mem.member(node)
+		if !ok || !m.alive() {
+			continue
+		}
+		var ans committedMembers
+		if err := l.s.getJSON(ctx, m.HTTP, "/v1/internal/members/"+id, 3*time.Second, &ans); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out := make([]placement.Member, 0, len(ans.Servers))
+		for _, sv := range ans.Servers {
+			out = append(out, placement.Member{Node: sv.ID, Voter: sv.Voter})
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("server: no leader of %s confirmed its configuration (asked %v): %w", id, ask, errors.Join(errs...))
+}
+
 func (l local) LeaderMembers(id string) ([]placement.Member, bool) {
 	g, ok := l.s.host.Group(id)
 	if !ok || !g.IsLeader() {
@@ -364,8 +415,20 @@ func (l local) RemoveMember(ctx context.Context, id, node string) error {
 	if err != nil {
 		return err
 	}
+	if d := failpointDelay("remove-member-delay"); d > 0 {
+		l.s.logger.Warn("failpoint: holding a member removal back", "group", id, "peer", node, "for", d)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	l.s.logger.Info("removing member", "group", id, "peer", node)
-	return g.RemoveServer(ctx, node)
+	if err := g.RemoveServer(ctx, node); err != nil {
+		return err
+	}
+	l.s.logger.Info("member removed", "group", id, "peer", node)
+	return nil
 }
 
 func (l local) TransferLeadership(ctx context.Context, id, node string) error {
