@@ -655,3 +655,22 @@ func (c *Client) PlacementAction(ctx context.Context, action string, req Placeme
 	}
 	return &res, nil
 }
+
+// Recover asks a node to rebuild a group that lost a quorum of its voters
+// for good (ldcd recover). With req.DryRun it only reports the survivors and
+// what may be lost.
+func (c *Client) Recover(ctx context.Context, req RecoverRequest) (*RecoverResult, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.do(ctx, &request{method: http.MethodPost, path: "/v1/placement/recover", shard: -1, body: b, write: !req.DryRun})
+	if err != nil {
+		return nil, err
+	}
+	var res RecoverResult
+	if err := decode(resp, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}

@@ -67,6 +67,10 @@ type PlacementRequest struct {
 	Node string `json:"node,omitempty"`
 	// At is the first shard of the upper half (split).
 	At int `json:"at,omitempty"`
+	// Group and Nodes name a group rebuilt by ldcd recover and the nodes
+	// that hold it now (recovered).
+	Group string   `json:"group,omitempty"`
+	Nodes []string `json:"nodes,omitempty"`
 	// DryRun asks for the plan without changing anything.
 	DryRun bool `json:"dry_run,omitempty"`
 }
@@ -182,6 +186,13 @@ type GroupInfo struct {
 	Epoch uint64 `json:"epoch"`
 	// Zones maps each member (voter or not) to its zone.
 	Zones map[string]string `json:"zones"`
+	// Status is "ok" (it has a leader), "no-leader" (an election is under
+	// way) or "unavailable" (a majority of its voters has been down for
+	// longer than the dead-node timeout: it needs them back, or an
+	// operator's `ldcd recover`).
+	Status string `json:"status"`
+	// LostVoters lists the voters counted as lost while it has no leader.
+	LostVoters []string `json:"lost_voters,omitempty"`
 }
 
 // RouteInfo is one range of GET /v1/routing.
@@ -278,4 +289,58 @@ type CDCInfo struct {
 	LagMs        int64  `json:"lag_ms"`
 	// Snapshots counts the times the copy caught up from a snapshot.
 	Snapshots int `json:"snapshots"`
+}
+
+// RecoverRequest asks POST /v1/placement/recover to rebuild a group that
+// lost a quorum of its voters for good from its most up-to-date survivor.
+type RecoverRequest struct {
+	// Group is the group to rebuild, e.g. "g-00-24" or "global".
+	Group string `json:"group"`
+	// DryRun asks for the survivors and the plan without changing anything.
+	DryRun bool `json:"dry_run,omitempty"`
+}
+
+// RecoverSurvivor is one surviving replica of a group being recovered.
+type RecoverSurvivor struct {
+	Node         string `json:"node"`
+	Zone         string `json:"zone"`
+	State        string `json:"state"`
+	Voter        bool   `json:"voter"`
+	Term         uint64 `json:"term"`
+	LastIndex    uint64 `json:"last_index"`
+	CommitIndex  uint64 `json:"commit_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+}
+
+// RecoverResult answers POST /v1/placement/recover.
+type RecoverResult struct {
+	Group  string `json:"group"`
+	DryRun bool   `json:"dry_run"`
+	// Voters is the configuration the survivors hold; Lost, the voters
+	// that are down or hold no replica.
+	Voters    []string          `json:"voters"`
+	Lost      []string          `json:"lost"`
+	Survivors []RecoverSurvivor `json:"survivors"`
+	// Chosen is the survivor the group is rebuilt from: the one with the
+	// highest last index. It becomes the group's only voter; the placement
+	// driver then adds replicas back.
+	Chosen string `json:"chosen"`
+	// MayLose says what may be lost: writes acknowledged after the chosen
+	// survivor's last index, and, committed now, entries it held that the
+	// group had not committed.
+	MayLose string `json:"may_lose"`
+	// Recovered is true once the chosen survivor was rebuilt (not on a dry
+	// run); Leader is the group's leader afterwards, if one was seen.
+	Recovered bool   `json:"recovered"`
+	Leader    string `json:"leader,omitempty"`
+	// Recorded says whether the event was recorded in the global group
+	// (under the global key RecordedKey); RecordError says why not.
+	// PlacementVersion is the desired placement that lists the rebuilt
+	// group on its survivors only (the lost voters replaced next), 0 if it
+	// could not be written (PlacementError says why).
+	PlacementVersion uint64 `json:"placement_version,omitempty"`
+	PlacementError   string `json:"placement_error,omitempty"`
+	Recorded         bool   `json:"recorded"`
+	RecordedKey      string `json:"recorded_key,omitempty"`
+	RecordError      string `json:"record_error,omitempty"`
 }

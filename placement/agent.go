@@ -43,7 +43,8 @@ type Local interface {
 	// heartbeats to node (cheap; negative evidence only).
 	Reachable(id, node string) bool
 	// ReadyToLead asks node whether its replica of group id is up and caught
-	// up with this leader, so that a transfer to it will succeed.
+	// up with this leader, so that a transfer to it will succeed (and a
+	// promotion of it leaves the group a voter that can vote).
 	ReadyToLead(ctx context.Context, id, node string) bool
 }
 
@@ -346,6 +347,12 @@ func (a *Agent) reconcile(ctx context.Context, p *Placement, now time.Time) []er
 		case ActLearner:
 			err = l.AddLearner(ctx, act.Group, act.Node)
 		case ActPromote:
+			// A learner that is down or behind would be a voter that cannot
+			// vote: promoting a dead one takes the quorum of a group with
+			// one voter (just recovered) or of an even-sized one.
+			if !l.ReadyToLead(ctx, act.Group, act.Node) {
+				continue
+			}
 			err = l.Promote(ctx, act.Group, act.Node)
 		case ActRemove:
 			err = l.RemoveMember(ctx, act.Group, act.Node)

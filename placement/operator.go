@@ -244,3 +244,30 @@ func CompleteSplit(p *Placement, target string) (*Placement, error) {
 	q.Version++
 	return q, nil
 }
+
+// Recovered records that group id was rebuilt from nodes (ldcd recover): its
+// replicas become exactly those nodes, as voters, so that the planner adds
+// the rest on live nodes instead of waiting for the lost voters. A leader
+// preference for a node no longer listed is dropped.
+func Recovered(p *Placement, id string, nodes []string) (*Placement, error) {
+	if len(nodes) == 0 {
+		return nil, badOp("recovered group %s needs at least one node", id)
+	}
+	q := p.Clone()
+	g, ok := q.Group(id)
+	if !ok {
+		return nil, badOp("no group %q", id)
+	}
+	g.Replicas = nil
+	for _, n := range nodes {
+		if _, dup := g.Replica(n); dup {
+			return nil, badOp("node %s named twice", n)
+		}
+		g.Replicas = append(g.Replicas, Replica{Node: n, Voter: true})
+	}
+	if g.Leader != "" && !slices.Contains(nodes, g.Leader) {
+		g.Leader = ""
+	}
+	q.Version++
+	return q, nil
+}

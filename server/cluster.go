@@ -3,6 +3,7 @@ package server
 import (
 	"net/http"
 	"sort"
+	"time"
 
 	"github.com/ldcd/ldcd/client"
 	"github.com/ldcd/ldcd/placement"
@@ -34,7 +35,7 @@ func (s *Server) clusterView(w http.ResponseWriter, r *http.Request) (client.Clu
 		writeError(w, http.StatusServiceUnavailable, "the cluster view is not ready yet")
 		return client.ClusterInfo{}, nil, false
 	}
-	return clusterInfo(s.cfg.Name, obs, p), p, true
+	return clusterInfo(s.cfg.Name, obs, p, s.cfg.DeadNodeTimeout), p, true
 }
 
 // handleCluster answers GET /v1/cluster.
@@ -44,7 +45,66 @@ func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func clusterInfo(self string, obs *observation, p *placement.Placement) client.ClusterInfo {
+// Group statuses of the cluster view.
+const (
+	// GroupOK: the group has a leader.
+	GroupOK = "ok"
+	// GroupNoLeader: no leader now, but a majority of its voters has not
+	// been down for long: an election or a failover is under way.
+	GroupNoLeader = "no-leader"
+	// GroupUnavailable: no leader, and a majority of its voters has been
+	// down for longer than the dead-node timeout. Raft cannot elect a
+	// leader without them and the placement driver cannot replace them
+	// without one: the group waits for its voters to come back, or for an
+	// operator's `ldcd recover`.
+	GroupUnavailable = "unavailable"
+)
+
+// groupStatus says whether group id, which has no known leader, lost a
+// quorum of its voters for longer than deadAfter: the voters are those of
+// the configuration its surviving replicas hold.
+func groupStatus(id string, obs *observation, deadAfter time.Duration) (status string, dead []string) {
+	alive := map[string]bool{}
+	downLong := map[string]bool{}
+	for _, m := range obs.Members {
+		alive[m.Name] = m.alive()
+		downLong[m.Name] = !m.alive() && !m.DownSince.IsZero() && obs.At.Sub(m.DownSince) >= deadAfter
+	}
+	voters := map[string]bool{}
+	hosting := map[string]bool{}
+	for node, st := range obs.Statuses {
+		for _, gs := range st.Groups {
+			if gs.ID != id {
+				continue
+			}
+			hosting[node] = true
+			for _, sv := range gs.Servers {
+				if sv.Voter {
+					voters[sv.ID] = true
+				}
+			}
+		}
+	}
+	if len(voters) == 0 {
+		return GroupNoLeader, nil
+	}
+	for v := range voters {
+		// A voter is lost when its node has been down for long, or is gone
+		// from membership, or is up and reports no replica of the group.
+		_, known := alive[v]
+		_, reported := obs.Statuses[v]
+		if downLong[v] || !known || (alive[v] && reported && !hosting[v]) {
+			dead = append(dead, v)
+		}
+	}
+	sort.Strings(dead)
+	if len(dead) > len(voters)/2 {
+		return GroupUnavailable, dead
+	}
+	return GroupNoLeader, dead
+}
+
+func clusterInfo(self string, obs *observation, p *placement.Placement, deadAfter time.Duration) client.ClusterInfo {
 	info := client.ClusterInfo{PlacementVersion: p.Version, Epoch: p.Epoch, Leader: self, Nodes: []client.NodeInfo{}, Groups: []client.GroupInfo{}}
 	byName := map[string]member{}
 	for _, m := range obs.Members {
@@ -66,6 +126,10 @@ func clusterInfo(self string, obs *observation, p *placement.Placement) client.C
 		gi := client.GroupInfo{ID: gp.ID, Shards: gp.Shards, OwnerZone: gp.OwnerZone, Voters: []string{}, Nonvoters: []string{},
 			ServingZone: gp.ServingZone, Epoch: gp.Epoch, Zones: map[string]string{}}
 		gs, ok := obs.State.Groups[gp.ID]
+		gi.Status = GroupOK
+		if !ok || gs.Leader == "" {
+			gi.Status, gi.LostVoters = groupStatus(gp.ID, obs, deadAfter)
+		}
 		if ok && gs.Leader != "" {
 			gi.Leader = gs.Leader
 			gi.LeaderZone = byName[gs.Leader].Zone

@@ -42,8 +42,10 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/v1/changes/{group}/{rest}", s.handleChanges)
 	mux.HandleFunc("/v1/placement", s.handlePlacementShow)
 	mux.HandleFunc("/v1/placement/{op}", s.handlePlacementOp)
+	mux.HandleFunc("POST /v1/placement/recover", s.handleRecover)
 	mux.HandleFunc("/v1/internal/status", s.handleStatus)
 	mux.HandleFunc("GET /v1/internal/members/{group}", s.handleMembers)
+	mux.HandleFunc("POST /v1/internal/recover/{group}", s.handleInternalRecover)
 	mux.HandleFunc("/v1/internal/placement/at", s.handlePlacementAt)
 	mux.HandleFunc("POST /v1/internal/split/fence", s.handleSplitFence)
 	mux.HandleFunc("POST /v1/internal/split/purge", s.handleSplitPurge)
@@ -710,7 +712,7 @@ var (
 )
 
 // handleMembers answers a group's committed configuration, from its leader
-// only (409 elsewhere): a replica that is no longer listed may be destroyed
+// only (421 elsewhere): a replica that is no longer listed may be destroyed
 // on this answer (placement.Local.Membership).
 func (s *Server) handleMembers(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("group")
@@ -723,7 +725,7 @@ func (s *Server) handleMembers(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	servers, err := g.CommittedServers(ctx)
 	if err != nil {
-		writeError(w, http.StatusConflict, err.Error())
+		writeError(w, http.StatusMisdirectedRequest, err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, committedMembers{Group: id, Leader: s.cfg.Name, Servers: servers})

@@ -85,6 +85,7 @@ var (
 	descViolations = prometheus.NewDesc("ldcd_placement_violations", "Groups whose leader is outside its serving zone or that have no leader (exported by the global leader).", nil, nil)
 	descInFlight   = prometheus.NewDesc("ldcd_placement_operations_in_flight", "Groups whose Raft configuration differs from the desired placement (exported by the global leader).", nil, nil)
 	descEpoch      = prometheus.NewDesc("ldcd_placement_epoch", "The routing epoch (exported by the global leader).", nil, nil)
+	descUnavail    = prometheus.NewDesc("ldcd_group_unavailable", "1 if the group has no leader and a majority of its voters has been down for longer than the dead-node timeout: it needs them back or `ldcd recover` (exported by the global leader).", []string{"group"}, nil)
 )
 
 // placementCollector exports the placement driver's view; only the global
@@ -96,6 +97,7 @@ func (c *placementCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descViolations
 	ch <- descInFlight
 	ch <- descEpoch
+	ch <- descUnavail
 }
 
 func (c *placementCollector) Collect(ch chan<- prometheus.Metric) {
@@ -115,6 +117,11 @@ func (c *placementCollector) Collect(ch chan<- prometheus.Metric) {
 			inFlight++
 		}
 		ch <- prometheus.MustNewConstMetric(descPinned, prometheus.GaugeValue, pinned, g.ID)
+		unavailable := 0.0
+		if g.Status == GroupUnavailable {
+			unavailable = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descUnavail, prometheus.GaugeValue, unavailable, g.ID)
 	}
 	ch <- prometheus.MustNewConstMetric(descViolations, prometheus.GaugeValue, violations)
 	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, inFlight)

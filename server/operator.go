@@ -49,6 +49,12 @@ var operations = map[string]func(*placement.Placement, client.PlacementRequest) 
 		q, err := placement.Split(p, req.Shards, req.At)
 		return q, fmt.Sprintf("split %s at %02d", req.Shards, req.At), err
 	},
+	// recovered is what ldcd recover records once a group is rebuilt
+	// (recover.go): not an operator's action of its own.
+	"recovered": func(p *placement.Placement, req client.PlacementRequest) (*placement.Placement, string, error) {
+		q, err := placement.Recovered(p, req.Group, req.Nodes)
+		return q, fmt.Sprintf("%s recovered on %v", req.Group, req.Nodes), err
+	},
 	"failback": func(p *placement.Placement, req client.PlacementRequest) (*placement.Placement, string, error) {
 		q, err := placement.RequestFailback(p, req.Shards)
 		what := req.Shards

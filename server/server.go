@@ -313,7 +313,7 @@ func (s *Server) placementView() *client.ClusterInfo {
 	if obs == nil || p == nil {
 		return nil
 	}
-	info := clusterInfo(s.cfg.Name, obs, p)
+	info := clusterInfo(s.cfg.Name, obs, p, s.cfg.DeadNodeTimeout)
 	return &info
 }
 

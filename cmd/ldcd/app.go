@@ -34,7 +34,7 @@ func newApp() *cli.App {
 			"are owned by zones, each range is replicated by its own Raft group, and global data\n" +
 			"lives in one global group. Start a node with `ldcd start`; talk to it with curl,\n" +
 			"the Go client, or the kv, global and status commands below.",
-		Commands:        []*cli.Command{startCommand(), kvCommand(), globalCommand(), statusCommand(), placementCommand(), benchCommand(), demoCommand()},
+		Commands:        []*cli.Command{startCommand(), kvCommand(), globalCommand(), statusCommand(), placementCommand(), recoverCommand(), benchCommand(), demoCommand()},
 		HideHelpCommand: true,
 	}
 }
@@ -468,7 +468,7 @@ func printStatus(w io.Writer, info *client.ClusterInfo) {
 		return groups[i].ID == placement.GlobalGroup && groups[j].ID != placement.GlobalGroup
 	})
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "GROUP\tSHARDS\tOWNER\tSERVING\tLEADER\tPINNED\tEPOCH\tTERM\tVOTERS\tNONVOTERS\tAPPLIED")
+	fmt.Fprintln(tw, "GROUP\tSHARDS\tSTATUS\tOWNER\tSERVING\tLEADER\tPINNED\tEPOCH\tTERM\tVOTERS\tNONVOTERS\tAPPLIED")
 	for _, g := range groups {
 		shards := g.Shards
 		if shards == "" {
@@ -492,10 +492,20 @@ func printStatus(w io.Writer, info *client.ClusterInfo) {
 		if g.Pinned && g.Leader != "" {
 			pinned = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\n", g.ID, shards, dashStr(g.OwnerZone), dashStr(g.ServingZone),
+		status := dashStr(g.Status)
+		if len(g.LostVoters) > 0 {
+			status += " (lost " + strings.Join(g.LostVoters, ",") + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\n", g.ID, shards, status, dashStr(g.OwnerZone), dashStr(g.ServingZone),
 			leader, pinned, g.Epoch, g.Term, withZones(g.Voters), withZones(g.Nonvoters), g.AppliedIndex)
 	}
 	tw.Flush()
+	for _, g := range groups {
+		if g.Status == "unavailable" {
+			fmt.Fprintf(w, "\n%s is unavailable: a majority of its voters (%s) has been down for longer than --dead-node-timeout.\nBring them back, or rebuild it from its survivors: ldcd recover --group %s --dry-run\n",
+				g.ID, strings.Join(g.LostVoters, ", "), g.ID)
+		}
+	}
 	if len(info.CDC) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
