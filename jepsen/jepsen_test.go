@@ -13,19 +13,30 @@ import (
 )
 
 // TestJepsen runs the matrix: LDCD_JEPSEN=quick runs each workload under
-// the mixed faults (TIME, default 30s); LDCD_JEPSEN=full runs every
-// workload under every nemesis (TIME, default 60s). SEED fixes the
-// schedules (printed at the start). Results go to jepsen/store/.
+// the mixed faults and the register workload under the membership
+// nemesis (TIME, default 30s); LDCD_JEPSEN=full runs every workload under
+// every nemesis (TIME, default 60s). SEED fixes the schedules (printed at
+// the start). Results go to jepsen/store/.
 func TestJepsen(t *testing.T) {
 	mode := os.Getenv("LDCD_JEPSEN")
 	if mode == "" {
 		t.Skip("set LDCD_JEPSEN=quick or full (make jepsen-quick, make jepsen)")
 	}
 	dur := 30 * time.Second
-	nemeses := []string{"mixed"}
+	type cell struct{ workload, nemesis string }
+	var cells []cell
+	for _, wl := range Workloads {
+		cells = append(cells, cell{wl, "mixed"})
+	}
+	cells = append(cells, cell{"register", "membership"})
 	if mode == "full" {
 		dur = 60 * time.Second
-		nemeses = Nemeses
+		cells = nil
+		for _, wl := range Workloads {
+			for _, nem := range Nemeses {
+				cells = append(cells, cell{wl, nem})
+			}
+		}
 	}
 	if v := os.Getenv("TIME"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -65,9 +76,10 @@ func TestJepsen(t *testing.T) {
 	defer signal.Stop(sig)
 
 	i := int64(0)
-	for _, wl := range Workloads {
-		for _, nem := range nemeses {
-			i++
+	for _, cl := range cells {
+		wl, nem := cl.workload, cl.nemesis
+		i++
+		{
 			t.Run(wl+"-"+nem, func(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), dur+10*time.Minute)
 				defer cancel()

@@ -6,13 +6,14 @@ import (
 	"math/rand"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/ldcd/ldcd/client"
 )
 
 // Nemeses are the fault schedules a run can use.
-var Nemeses = []string{"none", "kill", "pause", "partition", "placement", "mixed"}
+var Nemeses = []string{"none", "kill", "pause", "partition", "placement", "membership", "mixed"}
 
 // nemesis injects faults of its kinds at random, from a seeded source, and
 // heals them. It runs on one goroutine.
@@ -25,14 +26,26 @@ type nemesis struct {
 	kinds []string
 	logf  func(format string, args ...any)
 
+	// injected and failed count the faults started and the attempts that
+	// could not start one: a run whose nemesis injected nothing is vacuous.
+	injected, failed int
+
 	killed []*Node
 	paused []*Node
 	cut    bool
 	split  bool
+
+	// The membership nemesis's: spawn starts a new node (the runner's);
+	// retired holds the nodes killed for good and replaced; drained, what
+	// heal undrains; added counts the nodes it started.
+	spawn   func(name, zone, city string) (*Node, error)
+	retired map[*Node]bool
+	drained []client.PlacementRequest
+	added   int
 }
 
 func newNemesis(name string, c *Cluster, net *Net, cl *client.Client, rnd *rand.Rand, rec *Recorder, logf func(string, ...any)) *nemesis {
-	n := &nemesis{c: c, net: net, cl: cl, rnd: rnd, rec: rec, logf: logf}
+	n := &nemesis{c: c, net: net, cl: cl, rnd: rnd, rec: rec, logf: logf, retired: map[*Node]bool{}}
 	switch name {
 	case "none":
 	case "mixed":
@@ -67,9 +80,11 @@ func (n *nemesis) run(ctx context.Context) {
 		kind := n.kinds[n.rnd.Intn(len(n.kinds))]
 		desc, err := n.start(ctx, kind)
 		if err != nil {
+			n.failed++
 			n.logf("nemesis %s: %v", kind, err)
 			continue
 		}
+		n.injected++
 		n.note("start", desc)
 		if !n.sleep(ctx, 2*time.Second, 6*time.Second) {
 			return
@@ -84,11 +99,23 @@ func (n *nemesis) note(what, desc string) {
 	n.rec.Add(Op{Process: -1, F: "nemesis-" + what, Value: desc, Status: StatusOK, Call: n.rec.Now()})
 }
 
+// live returns the nodes not retired.
+func (n *nemesis) live() []*Node {
+	var out []*Node
+	for _, x := range n.c.Nodes {
+		if !n.retired[x] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
 func (n *nemesis) pick(k int) []*Node {
-	idx := n.rnd.Perm(len(n.c.Nodes))[:k]
+	nodes := n.live()
+	idx := n.rnd.Perm(len(nodes))[:k]
 	out := make([]*Node, k)
 	for i, j := range idx {
-		out[i] = n.c.Nodes[j]
+		out[i] = nodes[j]
 	}
 	return out
 }
@@ -104,7 +131,7 @@ func names(nodes []*Node) []string {
 
 func (n *nemesis) rest(of []*Node) []*Node {
 	var out []*Node
-	for _, x := range n.c.Nodes {
+	for _, x := range n.live() {
 		if !slices.Contains(of, x) {
 			out = append(out, x)
 		}
@@ -114,7 +141,7 @@ func (n *nemesis) rest(of []*Node) []*Node {
 
 func (n *nemesis) byZone() map[string][]*Node {
 	m := map[string][]*Node{}
-	for _, x := range n.c.Nodes {
+	for _, x := range n.live() {
 		m[x.Zone] = append(m[x.Zone], x)
 	}
 	return m
@@ -148,7 +175,7 @@ func (n *nemesis) start(ctx context.Context, kind string) (string, error) {
 		case 0:
 			victims, what = n.pick(1), "one node"
 		case 1:
-			victims, what = n.pick((len(n.c.Nodes)-1)/2), "a minority"
+			victims, what = n.pick((len(n.live())-1)/2), "a minority"
 		default:
 			zones := n.byZone()
 			z := "rz0"
@@ -179,7 +206,7 @@ func (n *nemesis) start(ctx context.Context, kind string) (string, error) {
 		case 0:
 			a, what = n.pick(1), "one node isolated"
 		case 1:
-			a, what = n.pick((len(n.c.Nodes)-1)/2), "minority | majority"
+			a, what = n.pick((len(n.live())-1)/2), "minority | majority"
 		case 2:
 			zones := n.byZone()
 			var zs []string
@@ -247,8 +274,118 @@ func (n *nemesis) start(ctx context.Context, kind string) (string, error) {
 			return "", err
 		}
 		return fmt.Sprintf("move %s from %s to %s", r.Shards, r.Owner, to), nil
+	case "membership":
+		return n.membership(ctx)
 	}
 	return "", fmt.Errorf("unknown fault %q", kind)
+}
+
+// membership changes where data lives, and at the same time injects a kill,
+// a pause or a partition of one node: faults during data movement. The
+// change is one of: add a node, drain a node or a zone (undrained at heal),
+// replace a node (killed for good, a fresh one started in its zone: the
+// placement driver moves its replicas once it has been dead for the
+// dead-node timeout), move a range's owner, split a range.
+func (n *nemesis) membership(ctx context.Context) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rzoneNodes := func() []*Node {
+		var out []*Node
+		for _, x := range n.live() {
+			if strings.HasPrefix(x.Zone, "rz") {
+				out = append(out, x)
+			}
+		}
+		return out
+	}
+	var change string
+	switch n.rnd.Intn(6) {
+	case 0: // add a node to a random rzone
+		if n.added >= 2 {
+			return n.placementChange(ctx)
+		}
+		zones := []string{"rz0", "rz1", "rz2"}
+		z := zones[n.rnd.Intn(len(zones))]
+		city := map[string]string{"rz0": "hz", "rz1": "hz", "rz2": "sh"}[z]
+		n.added++
+		name := fmt.Sprintf("%sx%d", z, n.added)
+		if _, err := n.spawn(name, z, city); err != nil {
+			return "", err
+		}
+		change = "add node " + name + " in " + z
+	case 1: // drain a node
+		cand := rzoneNodes()
+		x := cand[n.rnd.Intn(len(cand))]
+		req := client.PlacementRequest{Node: x.Name}
+		if _, err := n.cl.PlacementAction(cctx, "drain", req); err != nil {
+			return "", err
+		}
+		n.drained = append(n.drained, req)
+		change = "drain node " + x.Name
+	case 2: // drain a zone
+		zones := []string{"rz0", "rz1", "rz2"}
+		z := zones[n.rnd.Intn(len(zones))]
+		req := client.PlacementRequest{Zone: z}
+		if _, err := n.cl.PlacementAction(cctx, "drain", req); err != nil {
+			return "", err
+		}
+		n.drained = append(n.drained, req)
+		change = "drain zone " + z
+	case 3: // replace a node: kill it for good, start a fresh one there
+		if len(n.retired) > 0 {
+			return n.placementChange(ctx)
+		}
+		cand := rzoneNodes()
+		x := cand[n.rnd.Intn(len(cand))]
+		n.c.Kill(x)
+		n.retired[x] = true
+		n.added++
+		name := fmt.Sprintf("%sx%d", x.Zone, n.added)
+		if _, err := n.spawn(name, x.Zone, x.City); err != nil {
+			return "", err
+		}
+		change = fmt.Sprintf("replace %s by %s (killed for good)", x.Name, name)
+	default: // move a range's owner or split one
+		desc, err := n.placementChange(ctx)
+		if err != nil {
+			return "", err
+		}
+		change = desc
+	}
+	// The fault that runs with it, on a node not retired.
+	fault := []string{"kill", "pause", "partition"}[n.rnd.Intn(3)]
+	if fault == "partition" && n.net == nil {
+		fault = "kill"
+	}
+	var desc string
+	var err error
+	switch fault {
+	case "kill":
+		x := n.pick(1)
+		n.c.Kill(x[0])
+		n.killed = x
+		desc = "kill -9 " + x[0].Name
+	case "pause":
+		x := n.pick(1)
+		n.c.Pause(x[0])
+		n.paused = x
+		desc = "SIGSTOP " + x[0].Name
+	default:
+		a := n.pick(1)
+		if err = n.net.Partition(a, n.rest(a)); err != nil {
+			n.net.Heal()
+			return change, nil // the change happened; the fault did not
+		}
+		n.cut = true
+		desc = "isolate " + a[0].Name
+	}
+	return change + " with " + desc, nil
+}
+
+// placementChange moves a range's owner or splits one (the placement
+// nemesis's faults).
+func (n *nemesis) placementChange(ctx context.Context) (string, error) {
+	return n.start(ctx, "placement")
 }
 
 // heal undoes every fault: the network, paused and killed processes.
@@ -269,6 +406,26 @@ func (n *nemesis) heal() {
 		}
 	}
 	n.killed = nil
+	if len(n.drained) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, req := range n.drained {
+			for {
+				_, err := n.cl.PlacementAction(ctx, "undrain", req)
+				if err == nil || ctx.Err() != nil {
+					if err != nil {
+						n.logf("undrain %+v: %v", req, err)
+					}
+					break
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+		}
+		n.drained = nil
+	}
 }
 
 // leaderCounts returns the names of the nodes leading groups, busiest first.

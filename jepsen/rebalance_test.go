@@ -3,6 +3,7 @@ package jepsen
 import (
 	"context"
 	"fmt"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -102,6 +103,16 @@ func zoneLossDuringRebalance(t *testing.T) (writable, home time.Duration) {
 		t.Errorf("every range took writes %v after the kill; the bound is 5s (15s with the race detector on a loaded machine)", writable)
 	}
 	waitMoreAcked(t, &a, 20, 30*time.Second)
+	// The view shows the failover (so that "home" below is measured from a
+	// view taken after the kill, not a stale one).
+	waitFor2(t, cl, 60*time.Second, func(info *client.ClusterInfo) (bool, string) {
+		for _, g := range info.Groups {
+			if g.OwnerZone == "rz0" && (g.ServingZone == "rz0" || g.ServingZone == "" || g.Leader == "" || !g.Pinned) {
+				return false, fmt.Sprintf("%s serving %s leader %s pinned %v", g.ID, g.ServingZone, g.Leader, g.Pinned)
+			}
+		}
+		return true, ""
+	})
 
 	returned := time.Now()
 	for _, n := range []string{"rz0a", "rz0b"} {
@@ -251,6 +262,80 @@ func TestRemovedReplicaOutlivesItsRemoval(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPinned(t, cl, nil, 120*time.Second)
+	stopWriters()
+	t.Logf("%d acknowledged writes", a.count())
+	a.verify(t, cl)
+	cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)
+	defer ccancel()
+	if _, err := c.CompareReplicas(cctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestZoneLossAtBoot kills the owner zone rz0 at a random moment of the
+// first 30 s after boot, while groups are still being created, grown and
+// rebalanced, with writers running from the start; rz0 returns 10 s later.
+// Nothing acknowledged may be lost, every range must take writes again and
+// every leader go home, and the replicas must agree. LDCD_SEED fixes the
+// moment.
+func TestZoneLossAtBoot(t *testing.T) {
+	seed := time.Now().UnixNano()
+	if s := os.Getenv("LDCD_SEED"); s != "" {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			t.Fatalf("LDCD_SEED=%q", s)
+		}
+		seed = v
+	}
+	at := time.Duration(rand.New(rand.NewSource(seed)).Int63n(int64(30 * time.Second)))
+	t.Logf("seed %d: rz0 dies %v after boot (rerun with LDCD_SEED=%d)", seed, at.Round(time.Millisecond), seed)
+	booted := time.Now()
+	c := startLDC(t)
+	rz1b, err := c.NewNode("rz1b", "rz1", "hz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(rz1b, c.Nodes[0].Gossip); err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]*Node{}
+	for _, n := range c.Nodes {
+		byName[n.Name] = n
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var a acked
+	stop := make(chan struct{})
+	wcl := newClient(t, byName["gz1"], byName["rz1a"], byName["rz1b"], byName["rz2a"])
+	wait := writeAcked(t, ctx, wcl, &a, 4, loadOps, 2*time.Second, stop,
+		func(w, i int) uint64 { return uint64(w*1_000_000 + i*37%100) }, nil)
+	var stopOnce sync.Once
+	stopWriters := func() { stopOnce.Do(func() { close(stop); wait() }) }
+	defer stopWriters()
+
+	select {
+	case <-time.After(time.Until(booted.Add(at))):
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	c.Kill(byName["rz0a"])
+	c.Kill(byName["rz0b"])
+	t.Logf("rz0 killed; %d writes acknowledged so far", a.count())
+	// Down for 10 s (a condition would be wrong here: the point is that
+	// the zone stays away while the rest carries on).
+	select {
+	case <-time.After(10 * time.Second):
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	for _, n := range []string{"rz0a", "rz0b"} {
+		if err := c.Start(byName[n]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl := newClient(t, c.Nodes...)
+	waitPinned(t, cl, nil, 180*time.Second)
+	waitMoreAcked(t, &a, 50, 60*time.Second)
 	stopWriters()
 	t.Logf("%d acknowledged writes", a.count())
 	a.verify(t, cl)
