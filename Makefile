@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin/ldcd
 FUZZTIME ?= 20s
 
-.PHONY: build test verify fuzz run clean measure measure-idle bench bench-etcd bench-etcd-deps jepsen jepsen-quick jepsen-deps
+.PHONY: build test verify fuzz run clean measure measure-idle bench bench-etcd bench-etcd-deps jepsen jepsen-quick jepsen-deps jepsen-soak
 
 ## build: compile the ldcd binary into bin/
 build:
@@ -30,6 +30,15 @@ jepsen-quick: jepsen-deps
 ## jepsen: the full matrix, every workload under every nemesis (TIME per cell, default 60s; SEED)
 jepsen: jepsen-deps
 	LDCD_JEPSEN=full TIME=$(TIME) SEED=$(SEED) $(GO) test -count=1 -timeout 6h -run 'TestJepsen$$' -v ./jepsen 2>&1 | grep --line-buffered -E '^(JEPSEN|---|ok|FAIL|PASS)|jepsen_test.go:[0-9]+: (jepsen|seed|partition faults)|Error|panic'; exit $${PIPESTATUS[0]}
+
+SEEDS ?= 20
+CELLS ?= register-membership register-placement bank-membership bank-placement
+SOAK_TIME ?= 30s
+
+## jepsen-soak: the CELLS (workload-nemesis) over SEEDS seeds, SOAK_TIME each; prints a table of
+## cells × seeds (ok with the successful operations, or FAIL)
+jepsen-soak: jepsen-deps
+	scripts/jepsen-soak.sh $(SEEDS) '$(CELLS)' $(SOAK_TIME)
 
 ## verify: formatting, vet, and a tidy go.mod
 verify:
