@@ -34,6 +34,11 @@ var (
 	// ErrUnavailable is returned when no node could serve the request
 	// before the context ended or the retries ran out. Nothing was applied.
 	ErrUnavailable = errors.New("ldcd: unavailable")
+	// ErrNoSpace is returned for a write refused because a node holding a
+	// replica of its group is below its free disk space reserve (HTTP 507,
+	// the NOSPACE alarm). Nothing was applied; writes resume once space is
+	// freed, and reads go on meanwhile.
+	ErrNoSpace = errors.New("ldcd: no space")
 )
 
 // CASError reports a failed compare-and-swap and the key's current version
@@ -374,6 +379,8 @@ func apiError(resp *response) error {
 		return &CASError{Current: cur}
 	case http.StatusGatewayTimeout:
 		return fmt.Errorf("%w: %s", ErrIndeterminate, msg)
+	case http.StatusInsufficientStorage:
+		return fmt.Errorf("%w: %s", ErrNoSpace, msg)
 	}
 	return &APIError{Status: resp.status, Message: msg}
 }

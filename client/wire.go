@@ -54,6 +54,9 @@ type ErrorBody struct {
 	// Epoch is the range's current routing epoch, on a stale-epoch refusal
 	// (409).
 	Epoch uint64 `json:"epoch,omitempty"`
+	// Alarm is "nospace" on a write refused because a replica's disk is
+	// below its free-space reserve (507).
+	Alarm string `json:"alarm,omitempty"`
 }
 
 // PlacementRequest is the body of POST /v1/placement/{move,drain,undrain,
@@ -160,6 +163,9 @@ type NodeInfo struct {
 	Status   string `json:"status"` // alive, failed, left
 	HTTPAddr string `json:"http_addr"`
 	RaftAddr string `json:"raft_addr"`
+	// Alarm is "nospace" while the node's free disk space is below its
+	// --min-free-space: the groups with a replica there refuse writes.
+	Alarm string `json:"alarm,omitempty"`
 }
 
 // GroupInfo is one group of GET /v1/cluster.

@@ -109,7 +109,7 @@ func clusterInfo(self string, obs *observation, p *placement.Placement, deadAfte
 	byName := map[string]member{}
 	for _, m := range obs.Members {
 		byName[m.Name] = m
-		info.Nodes = append(info.Nodes, client.NodeInfo{Name: m.Name, Zone: m.Zone, City: m.City, Status: m.Status.String(), HTTPAddr: m.HTTP, RaftAddr: m.Raft})
+		info.Nodes = append(info.Nodes, client.NodeInfo{Name: m.Name, Zone: m.Zone, City: m.City, Status: m.Status.String(), HTTPAddr: m.HTTP, RaftAddr: m.Raft, Alarm: m.Alarm})
 	}
 	var nodes []string
 	for n := range obs.Statuses {

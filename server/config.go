@@ -46,6 +46,11 @@ type Config struct {
 	DeadNodeTimeout time.Duration
 	// PlacementInterval is how often the placement driver and agents run.
 	PlacementInterval time.Duration
+	// MinFreeSpace is the free space, in bytes, the data directory's file
+	// system must keep: below it the node raises the NOSPACE alarm and
+	// every group with a replica here refuses writes (507) until space is
+	// freed. 0 turns the check off.
+	MinFreeSpace uint64
 
 	// Pprof serves the runtime profiles under /debug/pprof/ on the HTTP port.
 	Pprof bool
@@ -64,6 +69,10 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// MinFreeSpaceFloor is the smallest free-space reserve accepted: two of the
+// shared log's 64 MiB segments, which it allocates ahead of time.
+const MinFreeSpaceFloor = 128 << 20
+
 // DefaultConfig returns a single-node configuration serving HTTP on
 // 127.0.0.1:7070 with its data in ./ldcd-data.
 func DefaultConfig() Config {
@@ -79,6 +88,7 @@ func DefaultConfig() Config {
 		RequestTimeout:    10 * time.Second,
 		DeadNodeTimeout:   30 * time.Second,
 		PlacementInterval: time.Second,
+		MinFreeSpace:      256 << 20,
 		Raft:              raftgroup.DefaultConfig(),
 	}
 }
@@ -102,6 +112,8 @@ func (c *Config) Validate() error {
 		return errors.New("server: dead node timeout must be positive")
 	case c.PlacementInterval <= 0:
 		return errors.New("server: placement interval must be positive")
+	case c.MinFreeSpace != 0 && c.MinFreeSpace < MinFreeSpaceFloor:
+		return fmt.Errorf("server: min free space %d MiB is below %d MiB: the shared log allocates its next 64 MiB segment and a 64 MiB spare ahead of time, so a smaller reserve can fill before writes stop (0 turns the check off)", c.MinFreeSpace>>20, MinFreeSpaceFloor>>20)
 	}
 	for name, a := range map[string]string{"http": c.HTTPAddr, "raft": c.RaftAddr, "gossip": c.GossipAddr} {
 		if _, _, err := net.SplitHostPort(a); err != nil {

@@ -606,6 +606,9 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, body []byte, gid 
 		}
 	}
 	if g, ok := s.host.Group(gid); ok && g.IsLeader() {
+		if s.refuseNoSpace(w, gid) {
+			return
+		}
 		start := time.Now()
 		res, err := g.Apply(ctx, cmd)
 		switch {

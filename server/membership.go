@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -23,12 +24,16 @@ const (
 	tagCity = "city"
 	tagHTTP = "http"
 	tagRaft = "raft"
+	// tagAlarm lists the node's alarms ("nospace"), so that the leaders
+	// of its groups refuse writes the node could not store.
+	tagAlarm = "alarm"
 )
 
 // member is a node as membership sees it.
 type member struct {
 	Name, Zone, City, HTTP, Raft string
 	Status                       serf.MemberStatus
+	Alarm                        string // tagAlarm: "" or "nospace"
 	// DownSince is when this node first saw the member fail or leave.
 	DownSince time.Time
 }
@@ -45,6 +50,9 @@ type membership struct {
 
 	mu        sync.Mutex // guards downSince
 	downSince map[string]time.Time
+	// alarmed holds the nodes whose tags carry an alarm, rebuilt on every
+	// membership event, so the write path reads it without locking.
+	alarmed atomic.Pointer[map[string]string]
 
 	onChange func() // called after membership changes; must not block
 	events   chan serf.Event
@@ -125,6 +133,13 @@ func (m *membership) watch() {
 				m.logger.Info("membership event", "event", me.Type.String(), "node", mem.Name, "zone", mem.Tags[tagZone])
 			}
 			m.mu.Unlock()
+			alarmed := map[string]string{}
+			for _, sm := range m.serf.Members() {
+				if a := sm.Tags[tagAlarm]; a != "" && sm.Status == serf.StatusAlive {
+					alarmed[sm.Name] = a
+				}
+			}
+			m.alarmed.Store(&alarmed)
 			m.savePeers()
 			if m.onChange != nil {
 				m.onChange()
@@ -192,7 +207,7 @@ func (m *membership) members() []member {
 	var out []member
 	now := time.Now()
 	for _, sm := range m.serf.Members() {
-		mem := member{Name: sm.Name, Zone: sm.Tags[tagZone], City: sm.Tags[tagCity], HTTP: sm.Tags[tagHTTP], Raft: sm.Tags[tagRaft], Status: sm.Status}
+		mem := member{Name: sm.Name, Zone: sm.Tags[tagZone], City: sm.Tags[tagCity], HTTP: sm.Tags[tagHTTP], Raft: sm.Tags[tagRaft], Status: sm.Status, Alarm: sm.Tags[tagAlarm]}
 		if !mem.alive() {
 			since, ok := m.downSince[sm.Name]
 			if !ok {
@@ -207,6 +222,29 @@ func (m *membership) members() []member {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// setAlarm publishes this node's alarm ("" clears it) in its gossip tags.
+func (m *membership) setAlarm(alarm string) error {
+	tags := map[string]string{}
+	for k, v := range m.serf.LocalMember().Tags {
+		tags[k] = v
+	}
+	if alarm == "" {
+		delete(tags, tagAlarm)
+	} else {
+		tags[tagAlarm] = alarm
+	}
+	return m.serf.SetTags(tags)
+}
+
+// alarms returns the alarms of the live nodes that raised one, by node
+// (nil when none has).
+func (m *membership) alarms() map[string]string {
+	if p := m.alarmed.Load(); p != nil && len(*p) > 0 {
+		return *p
+	}
+	return nil
 }
 
 // member returns the node named name.

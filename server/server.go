@@ -60,6 +60,8 @@ type Server struct {
 	globalApplied chan struct{} // kicked when the local global replica applies
 	memberChanged chan struct{} // kicked on membership events; wakes the driver
 
+	disk diskState // the NOSPACE alarm (diskspace.go)
+
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -144,6 +146,16 @@ func newServer(cfg Config) (s *Server, err error) {
 
 	s.reg = prometheus.NewRegistry()
 	s.metrics = newMetrics(s.reg, s.host, s.placementView, s.followerStatus)
+	s.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ldcd_disk_free_bytes", Help: "Free space of the data directory's file system, at the last check (every 250 ms)."},
+			func() float64 { return float64(s.disk.free.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ldcd_alarm_nospace", Help: "1 while free disk space is below --min-free-space: the groups with a replica on this node refuse writes (507)."},
+			func() float64 {
+				if s.disk.nospace.Load() {
+					return 1
+				}
+				return 0
+			}))
 	s.fwd = newForwardClient()
 	s.pd = &pd{s: s}
 
@@ -165,7 +177,8 @@ func newServer(cfg Config) (s *Server, err error) {
 	opts.DeadAfter = cfg.DeadNodeTimeout
 	s.driver = placement.StartDriver(s.pd, placement.DriverConfig{Interval: cfg.PlacementInterval, Options: opts, Logger: s.logger.With("component", "driver"), Wake: s.memberChanged})
 
-	s.wg.Add(3)
+	s.wg.Add(4)
+	go s.watchDisk()
 	go s.joinLoop()
 	go s.followPlacement()
 	go s.runSplits()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sort"
+	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -60,6 +61,7 @@ func startCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-value-size", Value: d.MaxValueSize, EnvVars: env("MAX_VALUE_SIZE"), Usage: "largest value accepted, in bytes"},
 			&cli.DurationFlag{Name: "request-timeout", Value: d.RequestTimeout, EnvVars: env("REQUEST_TIMEOUT"), Usage: "upper bound of a request"},
 			&cli.DurationFlag{Name: "dead-node-timeout", Value: d.DeadNodeTimeout, EnvVars: env("DEAD_NODE_TIMEOUT"), Usage: "how long a node stays down before its replicas are replaced"},
+			&cli.StringFlag{Name: "min-free-space", Value: "256MiB", EnvVars: env("MIN_FREE_SPACE"), Usage: "free space the data directory's file system must keep (bytes, or with KiB, MiB, GiB): below it the node raises the NOSPACE alarm and the groups with a replica here refuse writes with 507 until space is freed; 0 turns the check off"},
 			&cli.DurationFlag{Name: "heartbeat-timeout", Value: d.Raft.HeartbeatTimeout, EnvVars: env("HEARTBEAT_TIMEOUT"), Usage: "Raft heartbeat timeout of every group"},
 			&cli.DurationFlag{Name: "leader-heartbeat-timeout", EnvVars: env("LEADER_HEARTBEAT_TIMEOUT"), Usage: "heartbeat timeout of a group's raft while it leads, from --heartbeat-timeout to 2.5 times it (default 2.5 times it): the leader asks for each follower's heartbeat every tenth to fifth of it, and the batched rounds (every 0.15 heartbeat timeouts) keep followers in touch either way; ignored with --no-heartbeat-batching"},
 			&cli.DurationFlag{Name: "election-timeout", Value: d.Raft.ElectionTimeout, EnvVars: env("ELECTION_TIMEOUT"), Usage: "Raft election timeout of every group"},
@@ -114,6 +116,11 @@ func startCommand() *cli.Command {
 			cfg.ChangeLogAge = c.Duration("change-log-age")
 			cfg.RequestTimeout = c.Duration("request-timeout")
 			cfg.DeadNodeTimeout = c.Duration("dead-node-timeout")
+			minFree, err := parseBytes(c.String("min-free-space"))
+			if err != nil {
+				return fmt.Errorf("--min-free-space: %w", err)
+			}
+			cfg.MinFreeSpace = minFree
 			cfg.Raft.HeartbeatTimeout = c.Duration("heartbeat-timeout")
 			cfg.Raft.ElectionTimeout = c.Duration("election-timeout")
 			cfg.Raft.CommitTimeout = c.Duration("commit-timeout")
@@ -457,9 +464,9 @@ func statusCommand() *cli.Command {
 func printStatus(w io.Writer, info *client.ClusterInfo) {
 	fmt.Fprintf(w, "placement version %d, routing epoch %d, answered by %s\n\n", info.PlacementVersion, info.Epoch, info.Leader)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tZONE\tCITY\tSTATUS\tHTTP")
+	fmt.Fprintln(tw, "NODE\tZONE\tCITY\tSTATUS\tALARM\tHTTP")
 	for _, n := range info.Nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, n.Zone, n.City, n.Status, n.HTTPAddr)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Zone, n.City, n.Status, dashStr(strings.ToUpper(n.Alarm)), n.HTTPAddr)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -522,4 +529,30 @@ func dashStr(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// parseBytes reads a size: a number of bytes, or one with a unit (KiB, MiB,
+// GiB, TiB; KB, MB, GB, TB; case does not matter).
+func parseBytes(s string) (uint64, error) {
+	s = strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   uint64
+	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40}, {"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"tb", 1e12}, {"b", 1}}
+	lower := strings.ToLower(s)
+	mult := uint64(1)
+	for _, u := range units {
+		if strings.HasSuffix(lower, u.suffix) {
+			lower, mult = strings.TrimSpace(strings.TrimSuffix(lower, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseUint(lower, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q: want a size such as 256MiB", s)
+	}
+	if n > math.MaxUint64/mult {
+		return 0, fmt.Errorf("%q: too large", s)
+	}
+	return n * mult, nil
 }
