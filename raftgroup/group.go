@@ -365,7 +365,11 @@ func (g *Group) Apply(ctx context.Context, cmd *store.Command) (*store.Result, e
 }
 
 // ApplyAdmin proposes an admin command (a split step) and waits for it.
+// An invalid one (store.Admin.Validate) is refused before it is proposed.
 func (g *Group) ApplyAdmin(ctx context.Context, a *store.Admin) (*store.Result, error) {
+	if err := a.Validate(); err != nil {
+		return nil, err
+	}
 	return g.propose(ctx, a.Encode())
 }
 
