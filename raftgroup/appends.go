@@ -570,8 +570,17 @@ func (q *queue[T]) pop() (T, bool) {
 }
 
 // apMaxFrame bounds the bytes an append frame may claim; raft sends at
-// most MaxAppendEntries entries in one.
+// most MaxAppendEntries entries in one. A frame is allocated as its bytes
+// arrive (readFrameMax), never by this bound.
 const apMaxFrame = 1 << 30
+
+// apMaxEntries is the most entries an append frame may carry: raft refuses
+// a MaxAppendEntries above 1024. apMinEntryBytes is the least an entry
+// takes on the wire (six fields of a byte at least).
+const (
+	apMaxEntries    = 1024
+	apMinEntryBytes = 6
+)
 
 // The wire format: a frame (writeFrame's 4-byte length) per request or
 // answer; uvarints and length-prefixed bytes as in heartbeat frames.
@@ -618,7 +627,11 @@ func decodeRequest(d *hbDecoder, req *raft.AppendEntriesRequest) {
 	req.PrevLogTerm = d.u64()
 	req.LeaderCommitIndex = d.u64()
 	n := d.u64()
-	if d.err != nil || n > uint64(len(d.b)) { // an entry takes a byte at least
+	// Allocate for what the frame can hold, never for the count it
+	// declares: an entry takes apMinEntryBytes at least, and raft sends at
+	// most apMaxEntries (its own MaxAppendEntries limit). One byte each
+	// let an 8 MiB frame of zeros take 840 MiB (104 bytes a raft.Log).
+	if d.err != nil || n > apMaxEntries || n > uint64(len(d.b)/apMinEntryBytes) {
 		d.err = errHBShort
 		return
 	}

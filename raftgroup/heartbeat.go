@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/ldcd/ldcd/internal/readn"
 )
 
 // Coalesced heartbeats. hashicorp/raft sends a heartbeat to every follower
@@ -402,34 +404,62 @@ func (h *heartbeats) serve(conn net.Conn) {
 		if err != nil {
 			return
 		}
-		d := hbDecoder{b: frame}
-		n := d.u64()
-		if n > hbMaxBatch {
+		batch, err := decodeHeartbeats(frame)
+		if err != nil {
 			return
 		}
 		var e hbEncoder
-		e.u64(n)
-		for i := uint64(0); i < n && d.err == nil; i++ {
-			group := d.str()
-			req := &raft.AppendEntriesRequest{}
-			req.ProtocolVersion = raft.ProtocolVersion(d.u64())
-			req.ID = d.bytes()
-			req.Addr = d.bytes()
-			req.Term = d.u64()
-			req.Leader = d.bytes()
-			if d.err != nil {
-				break
-			}
-			resp, err := h.deliver(group, req)
+		e.u64(uint64(len(batch)))
+		for _, hb := range batch {
+			resp, err := h.deliver(hb.group, hb.req)
 			encodeResponse(&e, resp, err, "heartbeat failed")
-		}
-		if d.err != nil {
-			return
 		}
 		if err := writeFrame(w, e.b); err != nil {
 			return
 		}
 	}
+}
+
+// hbIn is one heartbeat of a received batch.
+type hbIn struct {
+	group string
+	req   *raft.AppendEntriesRequest
+}
+
+// hbMinBytes is the least one heartbeat of a batch takes on the wire: a
+// length or a number of one byte each for its six fields.
+const hbMinBytes = 6
+
+// decodeHeartbeats reads a batch frame (hbPeer.roundTrip writes it). The
+// count it declares is checked against hbMaxBatch and against what the
+// frame's bytes could hold before anything is allocated for it.
+func decodeHeartbeats(frame []byte) ([]hbIn, error) {
+	d := hbDecoder{b: frame}
+	n := d.u64()
+	if d.err != nil {
+		return nil, d.err
+	}
+	if n > hbMaxBatch || n > uint64(len(d.b)/hbMinBytes) {
+		return nil, fmt.Errorf("raftgroup: heartbeat batch of %d in %d bytes", n, len(d.b))
+	}
+	batch := make([]hbIn, 0, n)
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		group := d.str()
+		req := &raft.AppendEntriesRequest{}
+		req.ProtocolVersion = raft.ProtocolVersion(d.u64())
+		req.ID = d.bytes()
+		req.Addr = d.bytes()
+		req.Term = d.u64()
+		req.Leader = d.bytes()
+		batch = append(batch, hbIn{group: group, req: req})
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	if len(d.b) != 0 {
+		return nil, fmt.Errorf("raftgroup: %d bytes after a heartbeat batch", len(d.b))
+	}
+	return batch, nil
 }
 
 // deliver hands one heartbeat to its group's raft the way NetworkTransport
@@ -492,9 +522,9 @@ func readFrameMax(r *bufio.Reader, max uint32) ([]byte, error) {
 	if n > max {
 		return nil, fmt.Errorf("raftgroup: frame of %d bytes", n)
 	}
-	b := make([]byte, n)
-	_, err := io.ReadFull(r, b)
-	return b, err
+	// By the bytes that arrive, not the length declared: a peer declaring
+	// 1 GiB and sending 1 KiB took 1 GiB.
+	return readn.Full(r, int(n))
 }
 
 type hbEncoder struct{ b []byte }
