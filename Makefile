@@ -47,6 +47,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendRequest$$' -fuzztime $(FUZZTIME) ./raftgroup
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendResponse$$' -fuzztime $(FUZZTIME) ./raftgroup
 	$(GO) test -run '^$$' -fuzz '^FuzzHeartbeats$$' -fuzztime $(FUZZTIME) ./raftgroup
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./client
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAnswer$$' -fuzztime $(FUZZTIME) ./client
 
 ## measure: placement figures over 10 runs (failover, failback, move pause, split of 100k keys)
 measure:
