@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -50,8 +49,8 @@ const logCacheSize = 512
 
 func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error) {
 	dir := filepath.Join(h.cfg.DataDir, "groups", id)
-	if err := os.MkdirAll(filepath.Join(dir, "snapshots"), 0o755); err != nil {
-		return nil, fmt.Errorf("raftgroup: %w", err)
+	if err := privateDir(dir); err != nil {
+		return nil, err
 	}
 	logger := h.cfg.Logger.With("group", id)
 	g = &Group{
@@ -92,11 +91,11 @@ func openGroup(h *Host, id string, bootstrap []raft.Server) (g *Group, err error
 	}
 	closers = append(closers, g.logs.Close)
 	hlog := HCLog(logger, "raft")
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hlog)
+	snaps, err := newPrivateSnapshots(dir, 2, hlog)
 	if err != nil {
 		return nil, fmt.Errorf("raftgroup: snapshot store: %w", err)
 	}
-	if err := g.catchUpFromSnapshot(snaps); err != nil {
+	if err := g.catchUpFromSnapshot(snaps.FileSnapshotStore); err != nil {
 		return nil, err
 	}
 	layer, err := h.mux.layer(id)

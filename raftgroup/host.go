@@ -262,8 +262,10 @@ func New(cfg Config) (*Host, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "groups"), 0o755); err != nil {
-		return nil, fmt.Errorf("raftgroup: %w", err)
+	for _, d := range []string{cfg.DataDir, filepath.Join(cfg.DataDir, "groups")} {
+		if err := privateDir(d); err != nil {
+			return nil, err
+		}
 	}
 	m, err := newMux(cfg.Listener, cfg.Advertise, cfg.Logger, cfg.SharedConnections)
 	if err != nil {

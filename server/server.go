@@ -88,7 +88,7 @@ func newServer(cfg Config) (s *Server, err error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Logger = cfg.Logger.With("node", cfg.Name)
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("server: data dir: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -215,7 +215,7 @@ func (s *Server) Close() error {
 
 func (s *Server) mark() error {
 	p := filepath.Join(s.cfg.DataDir, markerFile)
-	if err := os.WriteFile(p, []byte(s.cfg.Name+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(p, []byte(s.cfg.Name+"\n"), 0o600); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
 	return nil
