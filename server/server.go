@@ -19,6 +19,7 @@ import (
 	"github.com/ldcd/ldcd/raftgroup"
 	"github.com/ldcd/ldcd/store"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 )
 
 // markerFile marks a data dir whose node belongs to a cluster: such a node
@@ -38,9 +39,10 @@ type Server struct {
 	mem       *membership
 	httpLn    net.Listener
 	httpSrv   *http.Server
-	handler   http.Handler // what routes built; framed requests run through it
-	frameWork chan func()  // idle frame workers wait here (frames.go)
-	rejoin    []string     // gossip addresses to rejoin at when restarted without --join
+	handler   http.Handler        // what routes built; framed requests run through it
+	frameWork chan func()         // idle frame workers wait here (frames.go)
+	inflight  *semaphore.Weighted // request bytes in flight (limits.go)
+	rejoin    []string            // gossip addresses to rejoin at when restarted without --join
 	fwd       *http.Client
 	reg       *prometheus.Registry
 	metrics   *metrics
@@ -98,6 +100,7 @@ func newServer(cfg Config) (s *Server, err error) {
 		globalApplied: make(chan struct{}, 1),
 		memberChanged: make(chan struct{}, 1),
 		frameWork:     make(chan func()),
+		inflight:      semaphore.NewWeighted(cfg.MaxInflightBytes),
 	}
 	raftLn, err := net.Listen("tcp", cfg.RaftAddr)
 	if err != nil {
@@ -151,7 +154,13 @@ func newServer(cfg Config) (s *Server, err error) {
 	if err != nil {
 		return s, err
 	}
-	s.httpSrv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+	s.httpSrv = &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: min(10*time.Second, cfg.ReadTimeout),
+		IdleTimeout:       cfg.IdleTimeout,
+		// ReadTimeout and WriteTimeout stay 0: they would cut change
+		// feeds. Each request gets its own deadlines (limits.go).
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

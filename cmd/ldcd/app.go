@@ -59,6 +59,10 @@ func startCommand() *cli.Command {
 			&cli.StringFlag{Name: "topology", EnvVars: env("TOPOLOGY"), Usage: "YAML topology file, read by the first node only"},
 			&cli.IntFlag{Name: "max-value-size", Value: d.MaxValueSize, EnvVars: env("MAX_VALUE_SIZE"), Usage: "largest value accepted, in bytes"},
 			&cli.DurationFlag{Name: "request-timeout", Value: d.RequestTimeout, EnvVars: env("REQUEST_TIMEOUT"), Usage: "upper bound of a request"},
+			&cli.Int64Flag{Name: "max-inflight-bytes", Value: d.MaxInflightBytes, EnvVars: env("MAX_INFLIGHT_BYTES"), Usage: "request bytes the node holds in memory at once, over all connections; a request over it waits briefly, then gets 503"},
+			&cli.DurationFlag{Name: "client-read-timeout", Value: d.ReadTimeout, EnvVars: env("CLIENT_READ_TIMEOUT"), Usage: "how long a client may take to send a request (headers and body), or a framed request once begun"},
+			&cli.DurationFlag{Name: "client-write-timeout", Value: d.WriteTimeout, EnvVars: env("CLIENT_WRITE_TIMEOUT"), Usage: "how long each write of an answer to a client may take (each line of a change feed)"},
+			&cli.DurationFlag{Name: "client-idle-timeout", Value: d.IdleTimeout, EnvVars: env("CLIENT_IDLE_TIMEOUT"), Usage: "how long a client connection may wait idle for its next request (keep-alive, frames)"},
 			&cli.DurationFlag{Name: "dead-node-timeout", Value: d.DeadNodeTimeout, EnvVars: env("DEAD_NODE_TIMEOUT"), Usage: "how long a node stays down before its replicas are replaced"},
 			&cli.DurationFlag{Name: "heartbeat-timeout", Value: d.Raft.HeartbeatTimeout, EnvVars: env("HEARTBEAT_TIMEOUT"), Usage: "Raft heartbeat timeout of every group"},
 			&cli.DurationFlag{Name: "leader-heartbeat-timeout", EnvVars: env("LEADER_HEARTBEAT_TIMEOUT"), Usage: "heartbeat timeout of a group's raft while it leads, from --heartbeat-timeout to 2.5 times it (default 2.5 times it): the leader asks for each follower's heartbeat every tenth to fifth of it, and the batched rounds (every 0.15 heartbeat timeouts) keep followers in touch either way; ignored with --no-heartbeat-batching"},
@@ -113,6 +117,10 @@ func startCommand() *cli.Command {
 			cfg.ChangeLogCount = c.Int("change-log-count")
 			cfg.ChangeLogAge = c.Duration("change-log-age")
 			cfg.RequestTimeout = c.Duration("request-timeout")
+			cfg.MaxInflightBytes = c.Int64("max-inflight-bytes")
+			cfg.ReadTimeout = c.Duration("client-read-timeout")
+			cfg.WriteTimeout = c.Duration("client-write-timeout")
+			cfg.IdleTimeout = c.Duration("client-idle-timeout")
 			cfg.DeadNodeTimeout = c.Duration("dead-node-timeout")
 			cfg.Raft.HeartbeatTimeout = c.Duration("heartbeat-timeout")
 			cfg.Raft.ElectionTimeout = c.Duration("election-timeout")
