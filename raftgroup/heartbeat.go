@@ -96,12 +96,12 @@ type heartbeats struct {
 	asks         atomic.Uint64 // calls, for tests
 }
 
-func newHeartbeats(m *mux, interval, fresh, forget, timeout time.Duration) (*heartbeats, error) {
+func newHeartbeats(m *mux, interval, fresh, forget, timeout, idle time.Duration) (*heartbeats, error) {
 	h := &heartbeats{
 		m: m, interval: interval, fresh: fresh, forget: max(forget, hbForget), timeout: timeout,
 		peers: map[raft.ServerAddress]*hbPeer{},
 	}
-	if err := h.start(m, hbMuxID, h.serve); err != nil {
+	if err := h.start(m, hbMuxID, idle, timeout, h.serve); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -204,11 +204,12 @@ type hbPeer struct {
 
 	gen atomic.Uint64 // connections dialed: a new one means the peer may have restarted
 
-	mu      sync.Mutex // guards groups, waiting, urgent and conn
+	mu      sync.Mutex // guards groups, waiting, urgent, conn and used
 	groups  map[string]*hbGroup
 	waiting []*hbCall // calls the next round answers
 	urgent  bool      // an urgent call waits
 	conn    net.Conn
+	used    time.Time // when conn last carried a round
 	r       *bufio.Reader
 	w       *bufio.Writer
 }
@@ -352,6 +353,13 @@ func (p *hbPeer) round() {
 func (p *hbPeer) roundTrip(items []*hbItem) error {
 	p.mu.Lock()
 	conn, r, w := p.conn, p.r, p.w
+	if conn != nil && time.Since(p.used) > p.h.idle/2 {
+		// Quiet for half the time the peer keeps an idle connection:
+		// replace it rather than race the peer closing it.
+		conn.Close()
+		p.conn, conn = nil, nil
+	}
+	p.used = time.Now()
 	p.mu.Unlock()
 	if conn == nil {
 		c, err := p.h.m.dial(hbMuxID, p.addr, p.h.timeout)
@@ -398,9 +406,9 @@ func (p *hbPeer) roundTrip(items []*hbItem) error {
 
 // serve answers the heartbeat batches of one peer's connection.
 func (h *heartbeats) serve(conn net.Conn) {
-	r, w := bufio.NewReader(conn), bufio.NewWriter(conn)
+	r, w := h.reader(conn, 4096), bufio.NewWriter(conn)
 	for {
-		frame, err := readFrame(r)
+		frame, err := r.next(hbMaxFrame)
 		if err != nil {
 			return
 		}

@@ -130,6 +130,12 @@ type Config struct {
 	// share one connection and its writes (appends.go). A node answers
 	// batched appends either way, so nodes may differ in it.
 	NoAppendBatching bool
+	// PeerIdleTimeout is how long a peer's batched-append or heartbeat
+	// connection may wait idle for its next frame before this node closes
+	// it (a frame once begun must keep arriving within the lesser of this
+	// and 10 s); a node replaces its own idle connections to a peer after
+	// half of it, before the peer would close them. Default 2 minutes.
+	PeerIdleTimeout time.Duration
 
 	// noPipeline makes replication wait for each AppendEntries answer
 	// before sending the next (hashicorp/raft's behaviour when a transport
@@ -186,6 +192,7 @@ func DefaultConfig() Config {
 		ProposalBatch:          256,
 		ProposalsInFlight:      1,
 		ProposalLinger:         20 * time.Millisecond,
+		PeerIdleTimeout:        2 * time.Minute,
 	}
 }
 
@@ -274,11 +281,15 @@ func New(cfg Config) (*Host, error) {
 	h := &Host{cfg: cfg, mux: m, groups: make(map[string]*Group)}
 	// Batches from peers are answered even when this node sends its own
 	// heartbeats one by one, so nodes may differ in NoHeartbeatBatching.
-	if h.hb, err = newHeartbeats(m, 3*cfg.HeartbeatTimeout/20, cfg.HeartbeatTimeout/4, 4*cfg.LeaderHeartbeatTimeout/5, 10*time.Second); err != nil {
+	idle := cfg.PeerIdleTimeout
+	if idle <= 0 {
+		idle = DefaultConfig().PeerIdleTimeout
+	}
+	if h.hb, err = newHeartbeats(m, 3*cfg.HeartbeatTimeout/20, cfg.HeartbeatTimeout/4, 4*cfg.LeaderHeartbeatTimeout/5, 10*time.Second, idle); err != nil {
 		m.close()
 		return nil, err
 	}
-	if h.ap, err = newAppends(m, 10*time.Second); err != nil {
+	if h.ap, err = newAppends(m, 10*time.Second, idle); err != nil {
 		h.hb.close()
 		m.close()
 		return nil, err

@@ -2,6 +2,7 @@ package raftgroup
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"runtime"
 	"testing"
@@ -121,4 +122,34 @@ func TestDecoderBombs(t *testing.T) {
 		c.Close()
 	}
 	applyRetry(t, nodes, "g1", putCmd("after", "bombs"))
+}
+
+// TestPeerConnectionsTimeOut: connections to the node-level services of
+// the raft port (_appends, _heartbeats) that stay idle, or stop in the
+// middle of a frame, are closed after PeerIdleTimeout (they were held
+// forever); and the nodes' own connections, which go idle between writes,
+// are replaced before that without failing an append.
+func TestPeerConnectionsTimeOut(t *testing.T) {
+	tune := func(c *Config) { c.PeerIdleTimeout = time.Second }
+	nodes := threeNodes(t, tune)
+	bootstrap(t, nodes, "g1")
+	addr := nodes[0].addr
+	conns := map[string]net.Conn{}
+	for _, id := range []string{apMuxID, hbMuxID} {
+		conns[id+" idle"] = dialService(t, addr, id)
+		c := dialService(t, addr, id)
+		c.Write([]byte{0, 0, 1, 0, 1, 2, 3}) // 256 bytes declared, 3 sent
+		conns[id+" truncated"] = c
+	}
+	for name, c := range conns {
+		if !waitClosed(t, c, 5*time.Second) {
+			t.Errorf("%s: still open after 5 s (idle timeout 1 s)", name)
+		}
+	}
+	// Writes with idle gaps longer than the timeout all succeed.
+	for i := range 3 {
+		applyRetry(t, nodes, "g1", putCmd("k", fmt.Sprint(i)))
+		time.Sleep(1500 * time.Millisecond)
+	}
+	checkReplicasAgree(t, nodes, "g1")
 }
