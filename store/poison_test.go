@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -133,4 +134,32 @@ func TestAdminValidate(t *testing.T) {
 			t.Errorf("%s: Validate() = %v, want ok=%v", c.name, err, c.ok)
 		}
 	}
+}
+
+// FuzzApply: any bytes committed as a command entry apply without a panic
+// (a panic would be a poison pill: every replica, on every restart), and
+// the applied index moves past them.
+func FuzzApply(f *testing.F) {
+	// Without fsync: what is checked is the apply, not the disk.
+	s, err := Open(filepath.Join(f.TempDir(), "state.db"), Options{NoSync: true})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { s.Close() })
+	for _, l := range poisonLogs() {
+		f.Add(l.Data)
+	}
+	f.Add((&Admin{Kind: AdminFence, Shards: []int{49}}).Encode())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		index := s.AppliedIndex() + 1
+		resp := s.ApplyBatch([]*raft.Log{{Index: index, Type: raft.LogCommand, Data: data}})
+		switch resp[0].(type) {
+		case *Result, BatchResult, error:
+		default:
+			t.Fatalf("response %T", resp[0])
+		}
+		if got := s.AppliedIndex(); got != index {
+			t.Fatalf("applied %d, want %d", got, index)
+		}
+	})
 }
