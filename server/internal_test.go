@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -41,7 +43,7 @@ func TestInternalRoutesRefuseBadFields(t *testing.T) {
 			t.Fatalf("PUT %s: %d %s", k, code, body)
 		}
 	}
-	huge := strings.Repeat("A", 40000*4/3) // base64 of 40,000 bytes
+	huge := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("k"), 40000))
 	ver := func(v uint64) string { return fmt.Sprint(v) }
 	for _, c := range []struct{ name, path, body string }{
 		{"fence shard 305", "/v1/internal/split/fence", `{"group":"g-40-49","shards":[305]}`},
