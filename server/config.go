@@ -56,6 +56,10 @@ type Config struct {
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
 	IdleTimeout  time.Duration
+	// MaxConnections bounds the HTTP connections open at once (framed
+	// and change-feed connections included); beyond it new connections
+	// wait in the listen backlog until one closes.
+	MaxConnections int
 	// DeadNodeTimeout is how long a node stays down before its replicas
 	// are replaced elsewhere.
 	DeadNodeTimeout time.Duration
@@ -97,6 +101,7 @@ func DefaultConfig() Config {
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		MaxConnections:    4096,
 		DeadNodeTimeout:   30 * time.Second,
 		PlacementInterval: time.Second,
 		Raft:              raftgroup.DefaultConfig(),
@@ -124,6 +129,8 @@ func (c *Config) Validate() error {
 		return errors.New("server: in-flight wait must not be negative")
 	case c.ReadTimeout <= 0 || c.WriteTimeout <= 0 || c.IdleTimeout <= 0:
 		return errors.New("server: read, write and idle timeouts must be positive")
+	case c.MaxConnections < 1:
+		return errors.New("server: max connections must be positive")
 	case c.DeadNodeTimeout <= 0:
 		return errors.New("server: dead node timeout must be positive")
 	case c.PlacementInterval <= 0:

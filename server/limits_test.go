@@ -182,3 +182,27 @@ func TestInflightBytesBounded(t *testing.T) {
 		t.Fatalf("PUT after: %d %s", code, b)
 	}
 }
+
+// TestMaxConnections: beyond MaxConnections a new connection is not served
+// until one of those open closes.
+func TestMaxConnections(t *testing.T) {
+	s := startNodeWith(t, func(c *Config) { c.MaxConnections = 8 })
+	var held []net.Conn
+	for range 8 {
+		held = append(held, dialHTTP(t, s, "GET /healthz HTTP/1.1\r\nHost: x\r\n")) // headers never end
+	}
+	time.Sleep(200 * time.Millisecond)
+	extra := dialHTTP(t, s, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	r := bufio.NewReader(extra)
+	extra.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := http.ReadResponse(r, nil); err == nil {
+		t.Fatal("a ninth connection was served with 8 open and a limit of 8")
+	}
+	held[0].Close()
+	extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatalf("the ninth connection was not served once one closed: %v", err)
+	}
+	resp.Body.Close()
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/ldcd/ldcd/raftgroup"
 	"github.com/ldcd/ldcd/store"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/netutil"
 	"golang.org/x/sync/semaphore"
 )
 
@@ -126,6 +127,9 @@ func newServer(cfg Config) (s *Server, err error) {
 	if err != nil {
 		return s, fmt.Errorf("server: http listener: %w", err)
 	}
+	// Beyond MaxConnections, Accept waits for one to close; the deadlines
+	// (limits.go) see that idle and slow ones do.
+	s.httpLn = netutil.LimitListener(s.httpLn, cfg.MaxConnections)
 	s.httpAdv = cfg.advertise(s.httpLn.Addr())
 
 	_, statErr := os.Stat(filepath.Join(cfg.DataDir, markerFile))
