@@ -71,12 +71,12 @@ type appends struct {
 	sent, frames atomic.Uint64 // appends and frames sent, for tests
 }
 
-func newAppends(m *mux, timeout time.Duration) (*appends, error) {
+func newAppends(m *mux, timeout, idle time.Duration) (*appends, error) {
 	a := &appends{
 		m: m, timeout: timeout,
 		peers: map[raft.ServerAddress]*apPeer{},
 	}
-	if err := a.start(m, apMuxID, a.serve); err != nil {
+	if err := a.start(m, apMuxID, idle, timeout, a.serve); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -129,6 +129,7 @@ type apPeer struct {
 	seq          uint64
 	pending      map[uint64]*apFuture // sent, not yet answered, by seq
 	answered     bool                 // conn answered something
+	lastSend     time.Time            // when an append was last queued
 	refusedUntil time.Time
 }
 
@@ -136,6 +137,19 @@ type apPeer struct {
 func (p *apPeer) send(group string, f *apFuture) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.conn != nil && len(p.pending) == 0 && time.Since(p.lastSend) > p.a.idle/2 {
+		// Quiet for half the time the peer keeps an idle connection:
+		// replace it rather than race the peer closing it. Nothing is in
+		// flight on it; its reader and writer see it is gone and end.
+		p.conn.Close()
+		p.conn = nil
+		p.out = p.out[:0]
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}
+	p.lastSend = time.Now()
 	if p.conn == nil {
 		conn, err := p.a.m.dial(apMuxID, p.addr, p.a.timeout)
 		if err != nil {
@@ -430,9 +444,9 @@ func (a *appends) serve(conn net.Conn) {
 		close(c.done)
 		c.wg.Wait()
 	}()
-	r := bufio.NewReaderSize(conn, 64<<10)
+	r := a.reader(conn, 64<<10)
 	for {
-		frame, err := readFrameMax(r, apMaxFrame)
+		frame, err := r.next(apMaxFrame)
 		if err != nil {
 			return
 		}
@@ -570,8 +584,17 @@ func (q *queue[T]) pop() (T, bool) {
 }
 
 // apMaxFrame bounds the bytes an append frame may claim; raft sends at
-// most MaxAppendEntries entries in one.
+// most MaxAppendEntries entries in one. A frame is allocated as its bytes
+// arrive (readFrameMax), never by this bound.
 const apMaxFrame = 1 << 30
+
+// apMaxEntries is the most entries an append frame may carry: raft refuses
+// a MaxAppendEntries above 1024. apMinEntryBytes is the least an entry
+// takes on the wire (six fields of a byte at least).
+const (
+	apMaxEntries    = 1024
+	apMinEntryBytes = 6
+)
 
 // The wire format: a frame (writeFrame's 4-byte length) per request or
 // answer; uvarints and length-prefixed bytes as in heartbeat frames.
@@ -618,7 +641,11 @@ func decodeRequest(d *hbDecoder, req *raft.AppendEntriesRequest) {
 	req.PrevLogTerm = d.u64()
 	req.LeaderCommitIndex = d.u64()
 	n := d.u64()
-	if d.err != nil || n > uint64(len(d.b)) { // an entry takes a byte at least
+	// Allocate for what the frame can hold, never for the count it
+	// declares: an entry takes apMinEntryBytes at least, and raft sends at
+	// most apMaxEntries (its own MaxAppendEntries limit). One byte each
+	// let an 8 MiB frame of zeros take 840 MiB (104 bytes a raft.Log).
+	if d.err != nil || n > apMaxEntries || n > uint64(len(d.b)/apMinEntryBytes) {
 		d.err = errHBShort
 		return
 	}

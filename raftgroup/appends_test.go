@@ -77,7 +77,7 @@ func TestAppendsSilentPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.close()
-	a, err := newAppends(m, 300*time.Millisecond)
+	a, err := newAppends(m, 300*time.Millisecond, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -53,8 +52,8 @@ const logCacheSize = 512
 // configuration before raft starts (Host.Recover).
 func openGroup(h *Host, id string, bootstrap, recover []raft.Server) (g *Group, err error) {
 	dir := filepath.Join(h.cfg.DataDir, "groups", id)
-	if err := os.MkdirAll(filepath.Join(dir, "snapshots"), 0o755); err != nil {
-		return nil, fmt.Errorf("raftgroup: %w", err)
+	if err := privateDir(dir); err != nil {
+		return nil, err
 	}
 	logger := h.cfg.Logger.With("group", id)
 	g = &Group{
@@ -95,11 +94,11 @@ func openGroup(h *Host, id string, bootstrap, recover []raft.Server) (g *Group, 
 	}
 	closers = append(closers, g.logs.Close)
 	hlog := HCLog(logger, "raft")
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hlog)
+	snaps, err := newPrivateSnapshots(dir, 2, hlog)
 	if err != nil {
 		return nil, fmt.Errorf("raftgroup: snapshot store: %w", err)
 	}
-	if err := g.catchUpFromSnapshot(snaps); err != nil {
+	if err := g.catchUpFromSnapshot(snaps.FileSnapshotStore); err != nil {
 		return nil, err
 	}
 	layer, err := h.mux.layer(id)
@@ -401,7 +400,11 @@ func (g *Group) Apply(ctx context.Context, cmd *store.Command) (*store.Result, e
 }
 
 // ApplyAdmin proposes an admin command (a split step) and waits for it.
+// An invalid one (store.Admin.Validate) is refused before it is proposed.
 func (g *Group) ApplyAdmin(ctx context.Context, a *store.Admin) (*store.Result, error) {
+	if err := a.Validate(); err != nil {
+		return nil, err
+	}
 	return g.propose(ctx, a.Encode())
 }
 

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/ldcd/ldcd/internal/readn"
 )
 
 // Coalesced heartbeats. hashicorp/raft sends a heartbeat to every follower
@@ -94,12 +96,12 @@ type heartbeats struct {
 	asks         atomic.Uint64 // calls, for tests
 }
 
-func newHeartbeats(m *mux, interval, fresh, forget, timeout time.Duration) (*heartbeats, error) {
+func newHeartbeats(m *mux, interval, fresh, forget, timeout, idle time.Duration) (*heartbeats, error) {
 	h := &heartbeats{
 		m: m, interval: interval, fresh: fresh, forget: max(forget, hbForget), timeout: timeout,
 		peers: map[raft.ServerAddress]*hbPeer{},
 	}
-	if err := h.start(m, hbMuxID, h.serve); err != nil {
+	if err := h.start(m, hbMuxID, idle, timeout, h.serve); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -202,11 +204,12 @@ type hbPeer struct {
 
 	gen atomic.Uint64 // connections dialed: a new one means the peer may have restarted
 
-	mu      sync.Mutex // guards groups, waiting, urgent and conn
+	mu      sync.Mutex // guards groups, waiting, urgent, conn and used
 	groups  map[string]*hbGroup
 	waiting []*hbCall // calls the next round answers
 	urgent  bool      // an urgent call waits
 	conn    net.Conn
+	used    time.Time // when conn last carried a round
 	r       *bufio.Reader
 	w       *bufio.Writer
 }
@@ -350,6 +353,13 @@ func (p *hbPeer) round() {
 func (p *hbPeer) roundTrip(items []*hbItem) error {
 	p.mu.Lock()
 	conn, r, w := p.conn, p.r, p.w
+	if conn != nil && time.Since(p.used) > p.h.idle/2 {
+		// Quiet for half the time the peer keeps an idle connection:
+		// replace it rather than race the peer closing it.
+		conn.Close()
+		p.conn, conn = nil, nil
+	}
+	p.used = time.Now()
 	p.mu.Unlock()
 	if conn == nil {
 		c, err := p.h.m.dial(hbMuxID, p.addr, p.h.timeout)
@@ -396,40 +406,68 @@ func (p *hbPeer) roundTrip(items []*hbItem) error {
 
 // serve answers the heartbeat batches of one peer's connection.
 func (h *heartbeats) serve(conn net.Conn) {
-	r, w := bufio.NewReader(conn), bufio.NewWriter(conn)
+	r, w := h.reader(conn, 4096), bufio.NewWriter(conn)
 	for {
-		frame, err := readFrame(r)
+		frame, err := r.next(hbMaxFrame)
 		if err != nil {
 			return
 		}
-		d := hbDecoder{b: frame}
-		n := d.u64()
-		if n > hbMaxBatch {
+		batch, err := decodeHeartbeats(frame)
+		if err != nil {
 			return
 		}
 		var e hbEncoder
-		e.u64(n)
-		for i := uint64(0); i < n && d.err == nil; i++ {
-			group := d.str()
-			req := &raft.AppendEntriesRequest{}
-			req.ProtocolVersion = raft.ProtocolVersion(d.u64())
-			req.ID = d.bytes()
-			req.Addr = d.bytes()
-			req.Term = d.u64()
-			req.Leader = d.bytes()
-			if d.err != nil {
-				break
-			}
-			resp, err := h.deliver(group, req)
+		e.u64(uint64(len(batch)))
+		for _, hb := range batch {
+			resp, err := h.deliver(hb.group, hb.req)
 			encodeResponse(&e, resp, err, "heartbeat failed")
-		}
-		if d.err != nil {
-			return
 		}
 		if err := writeFrame(w, e.b); err != nil {
 			return
 		}
 	}
+}
+
+// hbIn is one heartbeat of a received batch.
+type hbIn struct {
+	group string
+	req   *raft.AppendEntriesRequest
+}
+
+// hbMinBytes is the least one heartbeat of a batch takes on the wire: a
+// length or a number of one byte each for its six fields.
+const hbMinBytes = 6
+
+// decodeHeartbeats reads a batch frame (hbPeer.roundTrip writes it). The
+// count it declares is checked against hbMaxBatch and against what the
+// frame's bytes could hold before anything is allocated for it.
+func decodeHeartbeats(frame []byte) ([]hbIn, error) {
+	d := hbDecoder{b: frame}
+	n := d.u64()
+	if d.err != nil {
+		return nil, d.err
+	}
+	if n > hbMaxBatch || n > uint64(len(d.b)/hbMinBytes) {
+		return nil, fmt.Errorf("raftgroup: heartbeat batch of %d in %d bytes", n, len(d.b))
+	}
+	batch := make([]hbIn, 0, n)
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		group := d.str()
+		req := &raft.AppendEntriesRequest{}
+		req.ProtocolVersion = raft.ProtocolVersion(d.u64())
+		req.ID = d.bytes()
+		req.Addr = d.bytes()
+		req.Term = d.u64()
+		req.Leader = d.bytes()
+		batch = append(batch, hbIn{group: group, req: req})
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	if len(d.b) != 0 {
+		return nil, fmt.Errorf("raftgroup: %d bytes after a heartbeat batch", len(d.b))
+	}
+	return batch, nil
 }
 
 // deliver hands one heartbeat to its group's raft the way NetworkTransport
@@ -492,9 +530,9 @@ func readFrameMax(r *bufio.Reader, max uint32) ([]byte, error) {
 	if n > max {
 		return nil, fmt.Errorf("raftgroup: frame of %d bytes", n)
 	}
-	b := make([]byte, n)
-	_, err := io.ReadFull(r, b)
-	return b, err
+	// By the bytes that arrive, not the length declared: a peer declaring
+	// 1 GiB and sending 1 KiB took 1 GiB.
+	return readn.Full(r, int(n))
 }
 
 type hbEncoder struct{ b []byte }

@@ -135,6 +135,12 @@ type Config struct {
 	// share one connection and its writes (appends.go). A node answers
 	// batched appends either way, so nodes may differ in it.
 	NoAppendBatching bool
+	// PeerIdleTimeout is how long a peer's batched-append or heartbeat
+	// connection may wait idle for its next frame before this node closes
+	// it (a frame once begun must keep arriving within the lesser of this
+	// and 10 s); a node replaces its own idle connections to a peer after
+	// half of it, before the peer would close them. Default 2 minutes.
+	PeerIdleTimeout time.Duration
 
 	// noPipeline makes replication wait for each AppendEntries answer
 	// before sending the next (hashicorp/raft's behaviour when a transport
@@ -191,6 +197,7 @@ func DefaultConfig() Config {
 		ProposalBatch:          256,
 		ProposalsInFlight:      1,
 		ProposalLinger:         20 * time.Millisecond,
+		PeerIdleTimeout:        2 * time.Minute,
 	}
 }
 
@@ -267,8 +274,10 @@ func New(cfg Config) (*Host, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "groups"), 0o755); err != nil {
-		return nil, fmt.Errorf("raftgroup: %w", err)
+	for _, d := range []string{cfg.DataDir, filepath.Join(cfg.DataDir, "groups")} {
+		if err := privateDir(d); err != nil {
+			return nil, err
+		}
 	}
 	m, err := newMux(cfg.Listener, cfg.Advertise, cfg.Logger, cfg.SharedConnections)
 	if err != nil {
@@ -277,11 +286,15 @@ func New(cfg Config) (*Host, error) {
 	h := &Host{cfg: cfg, mux: m, groups: make(map[string]*Group)}
 	// Batches from peers are answered even when this node sends its own
 	// heartbeats one by one, so nodes may differ in NoHeartbeatBatching.
-	if h.hb, err = newHeartbeats(m, 3*cfg.HeartbeatTimeout/20, cfg.HeartbeatTimeout/4, 4*cfg.LeaderHeartbeatTimeout/5, 10*time.Second); err != nil {
+	idle := cfg.PeerIdleTimeout
+	if idle <= 0 {
+		idle = DefaultConfig().PeerIdleTimeout
+	}
+	if h.hb, err = newHeartbeats(m, 3*cfg.HeartbeatTimeout/20, cfg.HeartbeatTimeout/4, 4*cfg.LeaderHeartbeatTimeout/5, 10*time.Second, idle); err != nil {
 		m.close()
 		return nil, err
 	}
-	if h.ap, err = newAppends(m, 10*time.Second); err != nil {
+	if h.ap, err = newAppends(m, 10*time.Second, idle); err != nil {
 		h.hb.close()
 		m.close()
 		return nil, err

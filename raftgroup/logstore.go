@@ -72,7 +72,7 @@ func openLogStore(h *Host, id, dir, kind string, logger hclog.Logger) (logStore,
 			if err := l.drop(id); err != nil {
 				return nil, err
 			}
-			if err := os.WriteFile(marker, nil, 0o644); err != nil {
+			if err := os.WriteFile(marker, nil, 0o600); err != nil {
 				return nil, fmt.Errorf("raftgroup: log store: %w", err)
 			}
 			if err := syncDir(dir); err != nil {
@@ -93,7 +93,7 @@ func openLogStore(h *Host, id, dir, kind string, logger hclog.Logger) (logStore,
 		}
 		return s, nil
 	case LogWAL:
-		if err := os.MkdirAll(walDir, 0o755); err != nil {
+		if err := os.MkdirAll(walDir, 0o700); err != nil {
 			return nil, fmt.Errorf("raftgroup: log store: %w", err)
 		}
 		meta := &metadb.BoltMetaDB{}

@@ -1,8 +1,10 @@
 package raftgroup
 
 import (
+	"bufio"
 	"net"
 	"sync"
+	"time"
 )
 
 // peerService is the receiving half shared by a host's node-level services
@@ -10,6 +12,10 @@ import (
 // by id, and the connections being served.
 type peerService struct {
 	layer *streamLayer
+
+	// idle is how long a served connection may wait for its next frame,
+	// and progress how long a frame once begun may go without a byte.
+	idle, progress time.Duration
 
 	mu       sync.Mutex // guards handlers, conns, closed, and the service's own peers
 	handlers map[string]*leaseTransport
@@ -21,8 +27,10 @@ type peerService struct {
 }
 
 // start registers the layer id on m and serves each connection that
-// arrives there with serve, on a goroutine of its own.
-func (s *peerService) start(m *mux, id string, serve func(net.Conn)) error {
+// arrives there with serve, on a goroutine of its own. A served connection
+// is read through frames, with the idle and progress deadlines.
+func (s *peerService) start(m *mux, id string, idle, progress time.Duration, serve func(net.Conn)) error {
+	s.idle, s.progress = idle, min(progress, idle)
 	s.handlers = map[string]*leaseTransport{}
 	s.conns = map[net.Conn]struct{}{}
 	s.done = make(chan struct{})
@@ -105,4 +113,45 @@ func (s *peerService) shut(also func()) bool {
 		also()
 	}
 	return true
+}
+
+// frameReader reads the frames a peer sends on a served connection with
+// deadlines: idle while it waits for a frame's first byte (a peer's
+// connection may be quiet between appends), progress for each read once a
+// frame has begun, so that a frame cut short, or trickled, ends the
+// connection instead of holding it (and the goroutine serving it) forever.
+type frameReader struct {
+	conn           net.Conn
+	r              *bufio.Reader
+	idle, progress time.Duration
+	waiting        bool
+}
+
+func (s *peerService) reader(conn net.Conn, size int) *frameReader {
+	f := &frameReader{conn: conn, idle: s.idle, progress: s.progress}
+	f.r = bufio.NewReaderSize(f, size)
+	return f
+}
+
+// Read is the bufio.Reader's source: one deadline per read of the socket.
+func (f *frameReader) Read(p []byte) (int, error) {
+	d := f.progress
+	if f.waiting {
+		d = f.idle
+	}
+	f.conn.SetReadDeadline(time.Now().Add(d))
+	return f.conn.Read(p)
+}
+
+// next reads the next frame of at most max bytes.
+func (f *frameReader) next(max uint32) ([]byte, error) {
+	if f.r.Buffered() == 0 {
+		f.waiting = true
+		_, err := f.r.Peek(1)
+		f.waiting = false
+		if err != nil {
+			return nil, err
+		}
+	}
+	return readFrameMax(f.r, max)
 }

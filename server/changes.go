@@ -66,6 +66,9 @@ func (s *Server) handleChanges(w http.ResponseWriter, r *http.Request) {
 		s.redirectToReplica(w, r, gid)
 		return
 	}
+	// A feed streams for as long as its client reads: no deadline for the
+	// whole answer, one for each write.
+	w = newStreamWriter(w, s.cfg.WriteTimeout)
 	var err error
 	if snapshot {
 		err = cdc.ServeSnapshot(w, src, nil)

@@ -41,6 +41,25 @@ type Config struct {
 	MaxValueSize int
 	// RequestTimeout bounds each request (a client may ask for less).
 	RequestTimeout time.Duration
+	// MaxInflightBytes bounds the request bytes held in memory at once,
+	// over every connection: a request that would go over it waits
+	// briefly (InflightWait), then is refused with 503.
+	MaxInflightBytes int64
+	// InflightWait is how long a request waits for room under
+	// MaxInflightBytes before it is refused.
+	InflightWait time.Duration
+	// ReadTimeout bounds how long a client may take to send a request
+	// (headers and body), and a framed request once its first byte came.
+	// WriteTimeout bounds each write of an answer (each line of a change
+	// feed). IdleTimeout is how long a connection may wait for its next
+	// request (keep-alive, frames).
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	IdleTimeout  time.Duration
+	// MaxConnections bounds the HTTP connections open at once (framed
+	// and change-feed connections included); beyond it new connections
+	// wait in the listen backlog until one closes.
+	MaxConnections int
 	// DeadNodeTimeout is how long a node stays down before its replicas
 	// are replaced elsewhere.
 	DeadNodeTimeout time.Duration
@@ -86,6 +105,12 @@ func DefaultConfig() Config {
 		GossipAddr:        "127.0.0.1:7072",
 		MaxValueSize:      1 << 20,
 		RequestTimeout:    10 * time.Second,
+		MaxInflightBytes:  256 << 20,
+		InflightWait:      time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxConnections:    4096,
 		DeadNodeTimeout:   30 * time.Second,
 		PlacementInterval: time.Second,
 		MinFreeSpace:      256 << 20,
@@ -108,6 +133,14 @@ func (c *Config) Validate() error {
 		return errors.New("server: max value size must be positive")
 	case c.RequestTimeout <= 0:
 		return errors.New("server: request timeout must be positive")
+	case c.MaxInflightBytes < 2*int64(c.MaxValueSize)+1<<20:
+		return errors.New("server: max in-flight bytes must be at least twice the max value size and 1 MiB (the largest transaction)")
+	case c.InflightWait < 0:
+		return errors.New("server: in-flight wait must not be negative")
+	case c.ReadTimeout <= 0 || c.WriteTimeout <= 0 || c.IdleTimeout <= 0:
+		return errors.New("server: read, write and idle timeouts must be positive")
+	case c.MaxConnections < 1:
+		return errors.New("server: max connections must be positive")
 	case c.DeadNodeTimeout <= 0:
 		return errors.New("server: dead node timeout must be positive")
 	case c.PlacementInterval <= 0:

@@ -26,7 +26,7 @@ func (s *Server) startFollower() {
 		return
 	}
 	dir := filepath.Join(s.cfg.DataDir, "cdc")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		s.logger.Error("cdc follower", "error", err)
 		return
 	}

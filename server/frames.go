@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"net"
 	"net/http"
 	"runtime"
@@ -86,6 +87,7 @@ func (s *Server) serveFrames(conn net.Conn, r *bufio.Reader) {
 			if len(buf) == 0 {
 				continue
 			}
+			conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 			if _, err := conn.Write(buf); err != nil {
 				cancel()
 				return
@@ -109,16 +111,38 @@ func (s *Server) serveFrames(conn net.Conn, r *bufio.Reader) {
 		}
 	}
 	remote, local := conn.RemoteAddr().String(), conn.LocalAddr().String()
+	maxFrame := s.maxFrame()
 	for {
+		// A connection may wait IdleTimeout for its next frame; once a
+		// frame has begun, all of it must arrive within ReadTimeout.
+		conn.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		if _, err := r.Peek(1); err != nil {
+			return
+		}
+		conn.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
+		hdr, err := r.Peek(4)
+		if err != nil || binary.BigEndian.Uint32(hdr) > maxFrame {
+			return
+		}
 		frame, err := client.ReadFrame(r)
 		if err != nil {
 			return
 		}
+		// The frame counts against the in-flight bound until it is
+		// answered; while there is no room the connection reads nothing
+		// more (and is closed if none comes in time).
+		rb := s.newRequestBytes(ctx)
+		rb.prepaid = true
+		if err := rb.take(int64(len(frame))); err != nil {
+			return
+		}
 		id, method, target, header, body, err := client.ParseRequest(frame)
 		if err != nil {
+			rb.release()
 			return // the stream is out of step: nothing after this can be trusted
 		}
 		if !client.FramedPath(target) {
+			rb.release()
 			answer(id, func(w http.ResponseWriter) {
 				writeError(w, http.StatusBadRequest, "only key-value, global and transaction requests go over frames")
 			})
@@ -128,9 +152,11 @@ func (s *Server) serveFrames(conn net.Conn, r *bufio.Reader) {
 		if d, err := time.ParseDuration(header.Get(client.HeaderFrameTimeout)); err == nil {
 			rctx, rcancel = context.WithTimeout(ctx, d)
 		}
+		rctx = context.WithValue(rctx, requestBytesKey{}, rb)
 		req, err := http.NewRequestWithContext(rctx, method, target, bytes.NewReader(body))
 		if err != nil {
 			rcancel()
+			rb.release()
 			answer(id, func(w http.ResponseWriter) { writeError(w, http.StatusBadRequest, "bad request: "+err.Error()) })
 			continue
 		}
@@ -140,16 +166,24 @@ func (s *Server) serveFrames(conn net.Conn, r *bufio.Reader) {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
 			rcancel()
+			rb.release()
 			return
 		}
 		wg.Add(1)
 		s.runFrame(func() {
 			defer wg.Done()
 			defer func() { <-sem }()
+			defer rb.release()
 			defer rcancel()
 			answer(id, func(w http.ResponseWriter) { s.handler.ServeHTTP(w, req) })
 		})
 	}
+}
+
+// maxFrame bounds a request frame: the largest body a framed route takes
+// (a transaction's) and room for the request line and headers.
+func (s *Server) maxFrame() uint32 {
+	return uint32(min(int64(2*s.cfg.MaxValueSize)+1<<20, client.MaxFrame))
 }
 
 // frameWorkerIdle is how long a frame worker waits for more work before it

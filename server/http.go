@@ -73,6 +73,8 @@ func (s *Server) routes() http.Handler {
 func (s *Server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		r, done := s.limitRequest(sw, r)
+		defer done()
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
@@ -218,12 +220,42 @@ func queryValue(r *http.Request, key string) string {
 
 // readBody reads at most limit bytes of r's body, answering 413 if there is
 // more.
+//
+// The body counts against the node's in-flight bound (limits.go): a
+// declared length is taken whole before reading, so that many requests
+// cannot each hold a part of the bound and all starve; a body of unknown
+// length is counted as it arrives. Over the bound, after a short wait,
+// the answer is 503. Once the body is read, its read deadline is lifted,
+// so that the handler may run for as long as the request's timeout
+// allows.
 func readBody(w http.ResponseWriter, r *http.Request, limit int) ([]byte, bool) {
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(limit)))
+	if r.ContentLength > int64(limit) {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than the limit of %d bytes", limit))
+		return nil, false
+	}
+	var body io.Reader = http.MaxBytesReader(w, r.Body, int64(limit))
+	if rb, ok := r.Context().Value(requestBytesKey{}).(*requestBytes); ok && !rb.prepaid {
+		if r.ContentLength >= 0 {
+			if err := rb.take(r.ContentLength); err != nil {
+				w.Header().Set("Retry-After", "1")
+				writeError(w, http.StatusServiceUnavailable, err.Error())
+				return nil, false
+			}
+		} else {
+			body = &countedReader{r: body, b: rb}
+		}
+	}
+	b, err := io.ReadAll(body)
+	if err == nil {
+		http.NewResponseController(w).SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		var mb *http.MaxBytesError
 		if errors.As(err, &mb) {
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than the limit of %d bytes", limit))
+		} else if errors.Is(err, errBusy) {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, err.Error())
 		} else {
 			writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
 		}

@@ -82,7 +82,7 @@ func startMembership(cfg *Config, httpAdv, raftAdv string, onChange func()) (*me
 	sc.SnapshotPath = filepath.Join(cfg.DataDir, "serf", "snapshot")
 	sc.RejoinAfterLeave = true
 	sc.ReconnectInterval = 5 * time.Second
-	if err := os.MkdirAll(filepath.Dir(sc.SnapshotPath), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(sc.SnapshotPath), 0o700); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	mc := memberlist.DefaultLANConfig()
@@ -168,7 +168,7 @@ func (m *membership) savePeers() {
 		return
 	}
 	tmp := m.peersPath + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
 		m.logger.Warn("cannot record peers", "error", err)
 		return
 	}

@@ -19,6 +19,8 @@ import (
 	"github.com/ldcd/ldcd/raftgroup"
 	"github.com/ldcd/ldcd/store"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/netutil"
+	"golang.org/x/sync/semaphore"
 )
 
 // markerFile marks a data dir whose node belongs to a cluster: such a node
@@ -38,9 +40,10 @@ type Server struct {
 	mem       *membership
 	httpLn    net.Listener
 	httpSrv   *http.Server
-	handler   http.Handler // what routes built; framed requests run through it
-	frameWork chan func()  // idle frame workers wait here (frames.go)
-	rejoin    []string     // gossip addresses to rejoin at when restarted without --join
+	handler   http.Handler        // what routes built; framed requests run through it
+	frameWork chan func()         // idle frame workers wait here (frames.go)
+	inflight  *semaphore.Weighted // request bytes in flight (limits.go)
+	rejoin    []string            // gossip addresses to rejoin at when restarted without --join
 	fwd       *http.Client
 	reg       *prometheus.Registry
 	metrics   *metrics
@@ -90,7 +93,7 @@ func newServer(cfg Config) (s *Server, err error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Logger = cfg.Logger.With("node", cfg.Name)
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("server: data dir: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -100,6 +103,7 @@ func newServer(cfg Config) (s *Server, err error) {
 		globalApplied: make(chan struct{}, 1),
 		memberChanged: make(chan struct{}, 1),
 		frameWork:     make(chan func()),
+		inflight:      semaphore.NewWeighted(cfg.MaxInflightBytes),
 	}
 	raftLn, err := net.Listen("tcp", cfg.RaftAddr)
 	if err != nil {
@@ -125,6 +129,9 @@ func newServer(cfg Config) (s *Server, err error) {
 	if err != nil {
 		return s, fmt.Errorf("server: http listener: %w", err)
 	}
+	// Beyond MaxConnections, Accept waits for one to close; the deadlines
+	// (limits.go) see that idle and slow ones do.
+	s.httpLn = netutil.LimitListener(s.httpLn, cfg.MaxConnections)
 	s.httpAdv = cfg.advertise(s.httpLn.Addr())
 
 	_, statErr := os.Stat(filepath.Join(cfg.DataDir, markerFile))
@@ -163,7 +170,13 @@ func newServer(cfg Config) (s *Server, err error) {
 	if err != nil {
 		return s, err
 	}
-	s.httpSrv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+	s.httpSrv = &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: min(10*time.Second, cfg.ReadTimeout),
+		IdleTimeout:       cfg.IdleTimeout,
+		// ReadTimeout and WriteTimeout stay 0: they would cut change
+		// feeds. Each request gets its own deadlines (limits.go).
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -228,7 +241,7 @@ func (s *Server) Close() error {
 
 func (s *Server) mark() error {
 	p := filepath.Join(s.cfg.DataDir, markerFile)
-	if err := os.WriteFile(p, []byte(s.cfg.Name+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(p, []byte(s.cfg.Name+"\n"), 0o600); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
 	return nil

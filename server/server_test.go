@@ -40,6 +40,12 @@ func freePort(t testing.TB) int {
 // startNode starts a real single-node cluster in-process.
 func startNode(t testing.TB) *Server {
 	t.Helper()
+	return startNodeWith(t, nil)
+}
+
+// startNodeWith is startNode with tune applied to the configuration.
+func startNodeWith(t testing.TB, tune func(*Config)) *Server {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Name = "n1"
 	cfg.DataDir = t.TempDir()
@@ -54,6 +60,9 @@ func startNode(t testing.TB) *Server {
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	if os.Getenv("LDCD_TEST_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if tune != nil {
+		tune(&cfg)
 	}
 	s, err := New(cfg)
 	if err != nil {

@@ -88,10 +88,32 @@ func decodeJSONBody(w http.ResponseWriter, r *http.Request, limit int, out any) 
 	return true
 }
 
+// applyAdmin proposes a to group id at its leader here. Every field is
+// checked first (these routes are reachable by anyone who can reach the
+// HTTP port until node certificates guard them): a refused request is
+// answered 400 and nothing is proposed. The state machine checks the same
+// again when it applies, so a command that got past here anyway is refused
+// there, alike on every replica.
 func (s *Server) applyAdmin(w http.ResponseWriter, r *http.Request, id string, a *store.Admin) {
+	if id == "" {
+		writeError(w, http.StatusBadRequest, "group: required")
+		return
+	}
+	if err := s.checkAdmin(a); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	g, ok := s.leaderGroup(w, id)
 	if !ok {
 		return
+	}
+	if a.Kind == store.AdminPurge {
+		for _, sh := range a.Shards {
+			if !g.Store().Fenced(sh) {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("purge: shard %02d is not fenced in %s: only moved shards are purged", sh, id))
+				return
+			}
+		}
 	}
 	ctx, cancel, err := s.requestContext(r)
 	if err != nil {
@@ -100,12 +122,34 @@ func (s *Server) applyAdmin(w http.ResponseWriter, r *http.Request, id string, a
 	}
 	defer cancel()
 	res, err := g.ApplyAdmin(ctx, a)
+	if errors.Is(err, store.ErrBadCommand) {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, splitIndexResult{Index: res.Index})
+}
+
+// checkAdmin applies the API's limits to an admin command on top of
+// store.Admin.Validate: ingested keys are stored keys a valid user or
+// global key makes, and values are within the configured size.
+func (s *Server) checkAdmin(a *store.Admin) error {
+	if err := a.Validate(); err != nil {
+		return err
+	}
+	for _, kv := range a.KVs {
+		if len(kv.Key) > store.MaxStoredKeySize {
+			return fmt.Errorf("ingest: key of %d bytes, the limit is %d", len(kv.Key), store.MaxStoredKeySize)
+		}
+		if len(kv.Value) > s.cfg.MaxValueSize {
+			return fmt.Errorf("ingest: value of %d bytes, the limit is %d", len(kv.Value), s.cfg.MaxValueSize)
+		}
+	}
+	return nil
 }
 
 func (s *Server) handleSplitFence(w http.ResponseWriter, r *http.Request) {

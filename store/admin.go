@@ -118,3 +118,50 @@ func ShardOf(stored []byte) int {
 	}
 	return int(binary.BigEndian.Uint64(stored[1:9]) % 100)
 }
+
+// MaxVersionBase is the largest version base an ingest may set: versions
+// are base + index, and a base near 2^64 would wrap them back to small
+// numbers (a present key with version 0 looks absent to a CAS). An
+// ingested version must stay below 2^63 for the same reason.
+const (
+	MaxVersionBase = 1 << 62
+	maxVersion     = 1<<63 - 1
+)
+
+// Validate checks what DecodeAdmin cannot see in the encoding: the kind,
+// shards 0-99 (Encode writes a shard as one byte, so shard 305 would
+// become 49), at least one shard to fence or purge, a version base and
+// versions that cannot wrap, and keys and values bbolt can store. The
+// state machine refuses an admin command that fails it (deterministically,
+// on every replica), and entry points check it before proposing.
+func (a *Admin) Validate() error {
+	switch a.Kind {
+	case AdminFence, AdminPurge:
+		if len(a.Shards) == 0 || len(a.Shards) > 100 {
+			return fmt.Errorf("%w: %d shards, want 1-100", ErrBadCommand, len(a.Shards))
+		}
+		for _, sh := range a.Shards {
+			if sh < 0 || sh > 99 {
+				return fmt.Errorf("%w: shard %d, want 0-99", ErrBadCommand, sh)
+			}
+		}
+	case AdminIngest:
+		if a.Base > MaxVersionBase {
+			return fmt.Errorf("%w: version base %d, the limit is %d", ErrBadCommand, a.Base, uint64(MaxVersionBase))
+		}
+		if len(a.KVs) > maxIngest {
+			return fmt.Errorf("%w: %d keys, the limit is %d", ErrBadCommand, len(a.KVs), maxIngest)
+		}
+		for _, kv := range a.KVs {
+			if err := checkWrite(kv.Key, kv.Value); err != nil {
+				return err
+			}
+			if kv.Version == 0 || kv.Version > maxVersion {
+				return fmt.Errorf("%w: ingested version %d, want 1-%d", ErrBadCommand, kv.Version, uint64(maxVersion))
+			}
+		}
+	default:
+		return fmt.Errorf("%w: unknown admin kind %d", ErrBadCommand, a.Kind)
+	}
+	return nil
+}

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // OpType says what an Op does.
@@ -121,6 +123,41 @@ func (c *Command) Validate() error {
 			}
 			if op.Type < OpGet || op.Type > OpDelete {
 				return fmt.Errorf("%w: unknown op type %d", ErrBadCommand, op.Type)
+			}
+		}
+	}
+	return nil
+}
+
+// checkWrite reports whether bbolt can store key with value (the stored
+// form: an 8-byte version, then the value). It is what a put checks at
+// apply time, before anything is written, so that a committed command bbolt
+// would refuse is refused whole, the same way on every replica, instead of
+// failing the transaction (which stops the node, on every restart: a poison
+// pill). The API's own limits (MaxKeySize, the configured value size) are
+// far smaller and are checked before proposing.
+func checkWrite(key, value []byte) error {
+	switch {
+	case len(key) == 0:
+		return fmt.Errorf("%w: write of an empty key", ErrBadCommand)
+	case len(key) > bolt.MaxKeySize:
+		return fmt.Errorf("%w: key of %d bytes, the limit is %d", ErrBadCommand, len(key), bolt.MaxKeySize)
+	case int64(len(value)) > bolt.MaxValueSize-8:
+		return fmt.Errorf("%w: value of %d bytes, the limit is %d", ErrBadCommand, len(value), bolt.MaxValueSize-8)
+	}
+	return nil
+}
+
+// checkWrites applies checkWrite to every put of cmd, in both branches:
+// which branch runs is known only while applying, after the compares.
+func checkWrites(cmd *Command) error {
+	for _, ops := range [][]Op{cmd.Then, cmd.Else} {
+		for _, op := range ops {
+			if op.Type != OpPut {
+				continue
+			}
+			if err := checkWrite(op.Key, op.Value); err != nil {
+				return err
 			}
 		}
 	}

@@ -18,6 +18,10 @@ const (
 // MaxKeySize is the largest user or global key accepted, in bytes.
 const MaxKeySize = 1024
 
+// MaxStoredKeySize is the largest stored key a valid user or global key
+// makes: the key-space byte and a user's uid, then the key.
+const MaxStoredKeySize = 9 + MaxKeySize
+
 // ErrBadKey is returned for a key that is empty or longer than MaxKeySize.
 var ErrBadKey = errors.New("store: bad key")
 

@@ -370,6 +370,9 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
 			}
 			if len(l.Data) > 0 && l.Data[0] == encodingAdmin {
 				a, err := DecodeAdmin(l.Data)
+				if err == nil {
+					err = applicableAdmin(a, &fence)
+				}
 				if err != nil {
 					resp[i] = err
 					continue
@@ -433,6 +436,9 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []interface{} {
 // refused the command), and an error only when the transaction failed.
 func applyCommand(kv *bolt.Bucket, b []byte, index uint64, fence *[100]bool, changes *[]Change) (interface{}, error) {
 	cmd, err := DecodeCommand(b)
+	if err == nil {
+		err = checkWrites(cmd)
+	}
 	if err != nil {
 		return err, nil
 	}
@@ -447,9 +453,37 @@ func applyCommand(kv *bolt.Bucket, b []byte, index uint64, fence *[100]bool, cha
 	return r, nil
 }
 
+// applicableAdmin reports why a decoded admin command cannot apply on
+// top of the current fence, if it cannot: it fails Validate, or it purges
+// a shard that is not fenced (a purge deletes moved keys only, never the
+// live keys of a shard this group still serves). The fence is replicated
+// state, so every replica answers the same.
+func applicableAdmin(a *Admin, fence *[100]bool) error {
+	if err := a.Validate(); err != nil {
+		return err
+	}
+	if a.Kind == AdminPurge {
+		for _, sh := range a.Shards {
+			if !fence[sh] {
+				return fmt.Errorf("%w: purge of shard %02d, which is not fenced", ErrBadCommand, sh)
+			}
+		}
+	}
+	return nil
+}
+
 // applyFailed stops the process: a failed bbolt write (disk full, I/O
 // error) leaves this replica unable to follow the log, and continuing would
 // diverge it from its peers, so stop here as etcd and rqlite do.
+//
+// It is kept for faults of the disk only. What a command asks for is
+// checked before anything is written (checkWrites, applicableAdmin): a
+// command bbolt would refuse is answered with ErrBadCommand, identically on
+// every replica, and the applied index moves past it. So an error that
+// still reaches here comes from the file, not from the entry, and a
+// restart on a healthy disk applies the same entry fine; a crash loop here
+// means a sick disk (and the replica is to be rebuilt), never a poison
+// pill.
 func (s *Store) applyFailed(err error) {
 	panic(fmt.Sprintf("store: apply to %s failed: %v", s.path, err))
 }

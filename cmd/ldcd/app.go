@@ -60,6 +60,11 @@ func startCommand() *cli.Command {
 			&cli.StringFlag{Name: "topology", EnvVars: env("TOPOLOGY"), Usage: "YAML topology file, read by the first node only"},
 			&cli.IntFlag{Name: "max-value-size", Value: d.MaxValueSize, EnvVars: env("MAX_VALUE_SIZE"), Usage: "largest value accepted, in bytes"},
 			&cli.DurationFlag{Name: "request-timeout", Value: d.RequestTimeout, EnvVars: env("REQUEST_TIMEOUT"), Usage: "upper bound of a request"},
+			&cli.Int64Flag{Name: "max-inflight-bytes", Value: d.MaxInflightBytes, EnvVars: env("MAX_INFLIGHT_BYTES"), Usage: "request bytes the node holds in memory at once, over all connections; a request over it waits briefly, then gets 503"},
+			&cli.DurationFlag{Name: "client-read-timeout", Value: d.ReadTimeout, EnvVars: env("CLIENT_READ_TIMEOUT"), Usage: "how long a client may take to send a request (headers and body), or a framed request once begun"},
+			&cli.DurationFlag{Name: "client-write-timeout", Value: d.WriteTimeout, EnvVars: env("CLIENT_WRITE_TIMEOUT"), Usage: "how long each write of an answer to a client may take (each line of a change feed)"},
+			&cli.IntFlag{Name: "max-connections", Value: d.MaxConnections, EnvVars: env("MAX_CONNECTIONS"), Usage: "HTTP connections open at once; beyond it new ones wait until one closes"},
+			&cli.DurationFlag{Name: "client-idle-timeout", Value: d.IdleTimeout, EnvVars: env("CLIENT_IDLE_TIMEOUT"), Usage: "how long a client connection may wait idle for its next request (keep-alive, frames)"},
 			&cli.DurationFlag{Name: "dead-node-timeout", Value: d.DeadNodeTimeout, EnvVars: env("DEAD_NODE_TIMEOUT"), Usage: "how long a node stays down before its replicas are replaced"},
 			&cli.StringFlag{Name: "min-free-space", Value: "256MiB", EnvVars: env("MIN_FREE_SPACE"), Usage: "free space the data directory's file system must keep (bytes, or with KiB, MiB, GiB): below it the node raises the NOSPACE alarm and the groups with a replica here refuse writes with 507 until space is freed; 0 turns the check off"},
 			&cli.DurationFlag{Name: "heartbeat-timeout", Value: d.Raft.HeartbeatTimeout, EnvVars: env("HEARTBEAT_TIMEOUT"), Usage: "Raft heartbeat timeout of every group"},
@@ -115,6 +120,11 @@ func startCommand() *cli.Command {
 			cfg.ChangeLogCount = c.Int("change-log-count")
 			cfg.ChangeLogAge = c.Duration("change-log-age")
 			cfg.RequestTimeout = c.Duration("request-timeout")
+			cfg.MaxInflightBytes = c.Int64("max-inflight-bytes")
+			cfg.ReadTimeout = c.Duration("client-read-timeout")
+			cfg.WriteTimeout = c.Duration("client-write-timeout")
+			cfg.IdleTimeout = c.Duration("client-idle-timeout")
+			cfg.MaxConnections = c.Int("max-connections")
 			cfg.DeadNodeTimeout = c.Duration("dead-node-timeout")
 			minFree, err := parseBytes(c.String("min-free-space"))
 			if err != nil {
