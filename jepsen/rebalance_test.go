@@ -46,17 +46,7 @@ func TestZoneLossDuringRebalance(t *testing.T) {
 
 func zoneLossDuringRebalance(t *testing.T) (writable, home time.Duration) {
 	c := startLDC(t)
-	rz1b, err := c.NewNode("rz1b", "rz1", "hz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Start(rz1b, c.Nodes[0].Gossip); err != nil {
-		t.Fatal(err)
-	}
-	byName := map[string]*Node{}
-	for _, n := range c.Nodes {
-		byName[n.Name] = n
-	}
+	byName := addRZ1B(t, c)
 	cl := newClient(t, c.Nodes...)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -147,17 +137,7 @@ func TestRemovedReplicaOutlivesItsRemoval(t *testing.T) {
 	fpFile := filepath.Join(dir, "failpoints")
 	c := startLDCWith(t, &Cluster{Bin: failpointBin(t), Dir: dir, Args: append([]string{}, fastArgs...),
 		Env: []string{"LDCD_FAILPOINTS_FILE=" + fpFile}})
-	rz1b, err := c.NewNode("rz1b", "rz1", "hz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Start(rz1b, c.Nodes[0].Gossip); err != nil {
-		t.Fatal(err)
-	}
-	byName := map[string]*Node{}
-	for _, n := range c.Nodes {
-		byName[n.Name] = n
-	}
+	byName := addRZ1B(t, c)
 	cl := newClient(t, c.Nodes...)
 	info := waitPinned(t, cl, nil, 120*time.Second)
 	// A range of rz0 and its voter in rz1 or rz2 (not the GZone's only
@@ -291,17 +271,7 @@ func TestZoneLossAtBoot(t *testing.T) {
 	t.Logf("seed %d: rz0 dies %v after boot (rerun with LDCD_SEED=%d)", seed, at.Round(time.Millisecond), seed)
 	booted := time.Now()
 	c := startLDC(t)
-	rz1b, err := c.NewNode("rz1b", "rz1", "hz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Start(rz1b, c.Nodes[0].Gossip); err != nil {
-		t.Fatal(err)
-	}
-	byName := map[string]*Node{}
-	for _, n := range c.Nodes {
-		byName[n.Name] = n
-	}
+	byName := addRZ1B(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var a acked
@@ -344,4 +314,22 @@ func TestZoneLossAtBoot(t *testing.T) {
 	if _, err := c.CompareReplicas(cctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// addRZ1B starts a seventh node, rz1b, in rz1 (the LDC: rz1 with two
+// nodes) and returns the cluster's nodes by name.
+func addRZ1B(t *testing.T, c *Cluster) map[string]*Node {
+	t.Helper()
+	rz1b, err := c.NewNode("rz1b", "rz1", "hz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(rz1b, c.Nodes[0].Gossip); err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]*Node{}
+	for _, n := range c.Nodes {
+		byName[n.Name] = n
+	}
+	return byName
 }

@@ -308,6 +308,21 @@ func waitSettled(ctx context.Context, cl *client.Client, c *Cluster, retired map
 	for _, n := range c.Nodes {
 		known[n.Name] = !retired[n]
 	}
+	return waitGroups(ctx, cl, timeout, func(g client.GroupInfo) bool {
+		members := append(append([]string{}, g.Voters...), g.Nonvoters...)
+		unknown := slices.DeleteFunc(members, func(m string) bool { return known[m] })
+		return g.Leader != "" && len(g.Voters) == 3 && len(g.Nonvoters) == 0 && len(g.Desired) == 0 && len(unknown) == 0
+	})
+}
+
+// waitHealthy waits until every group has a leader and its full voters.
+func waitHealthy(ctx context.Context, cl *client.Client, timeout time.Duration) error {
+	return waitGroups(ctx, cl, timeout, func(g client.GroupInfo) bool { return g.Leader != "" && len(g.Voters) >= 3 })
+}
+
+// waitGroups waits until the cluster view lists at least five groups and ok
+// holds for each, and returns the groups it did not hold for at the end.
+func waitGroups(ctx context.Context, cl *client.Client, timeout time.Duration, ok func(client.GroupInfo) bool) error {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
@@ -317,9 +332,7 @@ func waitSettled(ctx context.Context, cl *client.Client, c *Cluster, retired map
 		if err == nil {
 			var bad []string
 			for _, g := range info.Groups {
-				members := append(append([]string{}, g.Voters...), g.Nonvoters...)
-				unknown := slices.DeleteFunc(members, func(m string) bool { return known[m] })
-				if g.Leader == "" || len(g.Voters) != 3 || len(g.Nonvoters) != 0 || len(g.Desired) != 0 || len(unknown) != 0 {
+				if !ok(g) {
 					bad = append(bad, fmt.Sprintf("%s(leader %q, voters %v, learners %v, desired %v)", g.ID, g.Leader, g.Voters, g.Nonvoters, g.Desired))
 				}
 			}
@@ -334,32 +347,6 @@ func waitSettled(ctx context.Context, cl *client.Client, c *Cluster, retired map
 			return ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
-	}
-	return last
-}
-
-// waitHealthy waits until every group has a leader and its full voters.
-func waitHealthy(ctx context.Context, cl *client.Client, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		info, err := cl.Cluster(cctx)
-		cancel()
-		if err == nil {
-			var bad []string
-			for _, g := range info.Groups {
-				if g.Leader == "" || len(g.Voters) < 3 {
-					bad = append(bad, fmt.Sprintf("%s(leader %q, %d voters)", g.ID, g.Leader, len(g.Voters)))
-				}
-			}
-			if len(bad) == 0 && len(info.Groups) >= 5 {
-				return nil
-			}
-			err = errors.New(strings.Join(bad, " "))
-		}
-		last = err
-		time.Sleep(200 * time.Millisecond)
 	}
 	return last
 }
