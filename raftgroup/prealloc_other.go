@@ -2,8 +2,11 @@
 
 package raftgroup
 
-import "os"
+import (
+	"errors"
+	"os"
+)
 
 // preallocate does nothing where fallocate is not at hand: the file grows
 // as it is written.
-func preallocate(*os.File, int64) {}
+func preallocate(*os.File, int64) error { return errors.ErrUnsupported }

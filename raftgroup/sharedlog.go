@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -58,6 +57,7 @@ import (
 // deletion is oldest first, a record that deletes entries always outlives
 // them, and replay from the first segment left gives the same logs.
 type sharedLog struct {
+	fs      logFS // the only way it touches files
 	dir     string
 	segSize int64
 
@@ -71,14 +71,14 @@ type sharedLog struct {
 	// segMu guards segs; reads hold it for reading across the read, so a
 	// segment is never closed under one.
 	segMu sync.RWMutex
-	segs  map[uint64]*os.File
+	segs  map[uint64]logFile
 	// The commit loop's (and recovery's): the active segment and where
 	// the next record goes in it.
 	active uint64
 	end    int64
 
 	spareMu   sync.Mutex // guards spare, preparing and closed
-	spare     *os.File   // a zero-filled segment at spareName, ready for the next rotation
+	spare     logFile    // a zero-filled segment at spareName, ready for the next rotation
 	preparing bool
 	closed    bool
 	stop      chan struct{} // closed by close: a spare being written stops
@@ -115,14 +115,19 @@ type sharedOp struct {
 }
 
 func openSharedLog(dir string, segSize int64) (*sharedLog, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	return openSharedLogFS(osFS{}, dir, segSize)
+}
+
+// openSharedLogFS opens the shared log in dir of fsys.
+func openSharedLogFS(fsys logFS, dir string, segSize int64) (*sharedLog, error) {
+	if err := fsys.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("raftgroup: shared log: %w", err)
 	}
-	l := &sharedLog{dir: dir, segSize: segSize, segs: map[uint64]*os.File{},
+	l := &sharedLog{fs: fsys, dir: dir, segSize: segSize, segs: map[uint64]logFile{},
 		groups: map[string]*sharedGroupLog{}, recovered: map[string]*sharedGroupLog{},
 		stop: make(chan struct{})}
 	// A spare a crash interrupted may be partly written: make it again.
-	if err := os.Remove(filepath.Join(dir, spareName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := removeIfExists(fsys, filepath.Join(dir, spareName)); err != nil {
 		return nil, fmt.Errorf("raftgroup: shared log: %w", err)
 	}
 	if err := l.recover(); err != nil {
@@ -137,14 +142,17 @@ func segName(seq uint64) string { return fmt.Sprintf("%020d.seg", seq) }
 
 // recover opens the segments in order and replays their records.
 func (l *sharedLog) recover() error {
-	names, err := filepath.Glob(filepath.Join(l.dir, "*.seg"))
+	names, err := l.fs.ReadDir(l.dir)
 	if err != nil {
-		return err
+		return fmt.Errorf("raftgroup: shared log: %w", err)
 	}
 	var seqs []uint64
 	for _, n := range names {
-		seq, err := strconv.ParseUint(strings.TrimSuffix(filepath.Base(n), ".seg"), 10, 64)
-		if err != nil || filepath.Base(n) != segName(seq) {
+		if !strings.HasSuffix(n, ".seg") {
+			continue
+		}
+		seq, err := strconv.ParseUint(strings.TrimSuffix(n, ".seg"), 10, 64)
+		if err != nil || n != segName(seq) {
 			return fmt.Errorf("raftgroup: shared log: unexpected file %s", n)
 		}
 		seqs = append(seqs, seq)
@@ -154,7 +162,7 @@ func (l *sharedLog) recover() error {
 		return l.createSegment(1)
 	}
 	for i, seq := range seqs {
-		f, err := os.OpenFile(filepath.Join(l.dir, segName(seq)), os.O_RDWR, 0o600)
+		f, err := l.fs.OpenFile(filepath.Join(l.dir, segName(seq)), os.O_RDWR)
 		if err != nil {
 			return fmt.Errorf("raftgroup: shared log: %w", err)
 		}
@@ -172,30 +180,29 @@ func (l *sharedLog) recover() error {
 // ready, else a new file.
 func (l *sharedLog) createSegment(seq uint64) error {
 	name := filepath.Join(l.dir, segName(seq))
-	if _, err := os.Lstat(name); !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("raftgroup: shared log: segment %s exists already (%v)", segName(seq), err)
-	}
+	// seq is past every segment recovery found (and it found them all), so
+	// the rename below replaces nothing.
 	l.spareMu.Lock()
 	f := l.spare
 	l.spare = nil
 	l.spareMu.Unlock()
 	if f != nil {
-		if err := os.Rename(filepath.Join(l.dir, spareName), name); err != nil {
+		if err := l.fs.Rename(filepath.Join(l.dir, spareName), name); err != nil {
 			f.Close()
 			f = nil
 		}
 	}
 	if f == nil {
 		var err error
-		f, err = os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		f, err = l.fs.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL)
 		if err != nil {
 			return fmt.Errorf("raftgroup: shared log: %w", err)
 		}
-		preallocate(f, l.segSize) // best effort: a file that grows is slower, not wrong
+		f.Allocate(l.segSize) // best effort: a file that grows is slower, not wrong
 	}
-	if err := syncDir(l.dir); err != nil {
+	if err := l.fs.SyncDir(l.dir); err != nil {
 		f.Close()
-		return err
+		return fmt.Errorf("raftgroup: shared log: %w", err)
 	}
 	l.segMu.Lock()
 	l.segs[seq] = f
@@ -204,21 +211,9 @@ func (l *sharedLog) createSegment(seq uint64) error {
 	return nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("raftgroup: shared log: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("raftgroup: shared log: sync %s: %w", dir, err)
-	}
-	return nil
-}
-
 // replaySegment replays segment seq and returns where its records end; the
 // last segment's torn tail is cut off.
-func (l *sharedLog) replaySegment(seq uint64, f *os.File, last bool) (int64, error) {
+func (l *sharedLog) replaySegment(seq uint64, f logFile, last bool) (int64, error) {
 	data, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<62))
 	if err != nil {
 		return 0, fmt.Errorf("raftgroup: shared log: %w", err)
@@ -254,7 +249,7 @@ func (l *sharedLog) replaySegment(seq uint64, f *os.File, last bool) (int64, err
 		if err := f.Truncate(off); err != nil {
 			return 0, fmt.Errorf("raftgroup: shared log: truncate torn tail: %w", err)
 		}
-		preallocate(f, l.segSize)
+		f.Allocate(l.segSize)
 	}
 	return off, nil
 }
@@ -310,7 +305,7 @@ func (l *sharedLog) close() error {
 	var errs []error
 	l.spareMu.Lock()
 	if l.spare != nil {
-		errs = append(errs, l.spare.Close(), os.Remove(filepath.Join(l.dir, spareName)))
+		errs = append(errs, l.spare.Close(), l.fs.Remove(filepath.Join(l.dir, spareName)))
 		l.spare = nil
 	}
 	l.spareMu.Unlock()
@@ -318,7 +313,7 @@ func (l *sharedLog) close() error {
 	defer l.segMu.Unlock()
 	for seq, f := range l.segs {
 		if seq == l.active && l.opened {
-			if fi, err := f.Stat(); err == nil && fi.Size() > l.end {
+			if size, err := f.Size(); err == nil && size > l.end {
 				errs = append(errs, f.Truncate(l.end))
 			}
 		}
@@ -340,7 +335,7 @@ func (l *sharedLog) prepareSpare() {
 	l.spareWG.Add(1)
 	go func() {
 		defer l.spareWG.Done()
-		f, err := writeZeros(filepath.Join(l.dir, spareName), l.segSize, l.stop)
+		f, err := writeZeros(l.fs, filepath.Join(l.dir, spareName), l.segSize, l.stop)
 		l.spareMu.Lock()
 		defer l.spareMu.Unlock()
 		l.preparing = false
@@ -355,8 +350,8 @@ func (l *sharedLog) prepareSpare() {
 
 // writeZeros creates name holding size zero bytes, synced; it gives up
 // when stop is closed.
-func writeZeros(name string, size int64, stop <-chan struct{}) (*os.File, error) {
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+func writeZeros(fsys logFS, name string, size int64, stop <-chan struct{}) (logFile, error) {
+	f, err := fsys.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC)
 	if err != nil {
 		return nil, err
 	}
@@ -375,7 +370,7 @@ func writeZeros(name string, size int64, stop <-chan struct{}) (*os.File, error)
 	}
 	if err != nil {
 		f.Close()
-		os.Remove(name)
+		fsys.Remove(name)
 		return nil, err
 	}
 	return f, nil
@@ -581,12 +576,14 @@ func (l *sharedLog) rotate() error {
 	l.segMu.Unlock()
 	slices.Sort(gone)
 	for _, seq := range gone { // oldest first: a crash leaves a suffix
-		if err := os.Remove(filepath.Join(l.dir, segName(seq))); err != nil {
+		if err := l.fs.Remove(filepath.Join(l.dir, segName(seq))); err != nil {
 			return fmt.Errorf("raftgroup: shared log: %w", err)
 		}
 	}
 	if len(gone) > 0 {
-		return syncDir(l.dir)
+		if err := l.fs.SyncDir(l.dir); err != nil {
+			return fmt.Errorf("raftgroup: shared log: %w", err)
+		}
 	}
 	return nil
 }

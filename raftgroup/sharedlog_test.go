@@ -262,7 +262,7 @@ func TestSharedLogPreallocates(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	spareReady := func() *os.File {
+	spareReady := func() logFile {
 		deadline := time.Now().Add(10 * time.Second)
 		for time.Now().Before(deadline) {
 			l.spareMu.Lock()
