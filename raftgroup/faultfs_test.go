@@ -51,6 +51,7 @@ type faultFS struct {
 }
 
 type faultInode struct {
+	name    string    // its last name, for traces
 	data    []byte    // what reads see (the page cache)
 	synced  []byte    // what the disk holds
 	pending []faultOp // what happened to data since synced, in order
@@ -118,7 +119,7 @@ func (f *faultFS) OpenFile(name string, flag int) (logFile, error) {
 	}
 	defer f.after()
 	if ino == nil {
-		ino = &faultInode{}
+		ino = &faultInode{name: name}
 		f.names[name] = ino
 	} else if flag&os.O_TRUNC != 0 {
 		ino.resize(0)
@@ -139,6 +140,7 @@ func (f *faultFS) Rename(oldname, newname string) error {
 	defer f.after()
 	delete(f.names, oldname)
 	f.names[newname] = ino
+	ino.name = newname
 	return nil
 }
 
@@ -275,7 +277,7 @@ func (f *faultFS) crashImage(t tear, rng *rand.Rand) *faultFS {
 				}
 			}
 		}
-		ino2 := &faultInode{data: data, synced: slices.Clone(data)}
+		ino2 := &faultInode{name: n, data: data, synced: slices.Clone(data)}
 		g.names[n] = ino2
 		g.durable[n] = ino2
 	}
@@ -339,7 +341,7 @@ func (f *faultFile) ReadAt(b []byte, off int64) (int, error) {
 func (f *faultFile) WriteAt(b []byte, off int64) (int, error) {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
-	if err := f.fs.call("write", f.name); err != nil {
+	if err := f.fs.call("write", f.ino.name); err != nil {
 		if errors.Is(err, syscall.ENOSPC) && len(b) > 1 {
 			// A full disk may take part of a write.
 			f.write(b[:len(b)/2], off)
@@ -364,7 +366,7 @@ func (f *faultFile) write(b []byte, off int64) {
 func (f *faultFile) Sync() error {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
-	if err := f.fs.call("sync", f.name); err != nil {
+	if err := f.fs.call("sync", f.ino.name); err != nil {
 		if !errors.Is(err, errCrashed) {
 			// The pages are marked clean and their data lost for good;
 			// reads still see them.
@@ -392,7 +394,7 @@ func (f *faultFile) Sync() error {
 func (f *faultFile) Truncate(size int64) error {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
-	if err := f.fs.call("truncate", f.name); err != nil {
+	if err := f.fs.call("truncate", f.ino.name); err != nil {
 		return err
 	}
 	defer f.fs.after()
@@ -409,7 +411,7 @@ func (f *faultFile) Size() (int64, error) {
 func (f *faultFile) Allocate(size int64) error {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
-	if err := f.fs.call("allocate", f.name); err != nil {
+	if err := f.fs.call("allocate", f.ino.name); err != nil {
 		return err
 	}
 	defer f.fs.after()

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"math"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -84,6 +84,9 @@ type sharedLog struct {
 	stop      chan struct{} // closed by close: a spare being written stops
 	spareWG   sync.WaitGroup
 	opened    bool // recovery succeeded: close may trim the active segment
+	// syncSpare (tests) writes the spare on the commit loop, so that a
+	// run's file operations come in an order its script fixes.
+	syncSpare bool
 }
 
 // spareName is the next segment being prepared; not a "*.seg" name, so a
@@ -102,6 +105,13 @@ const (
 	recDelete  = 2 // min, max
 	recStable  = 3 // key and value behind uvarint lengths
 	recDrop    = 4 // the group is gone
+	// recReplace is a group's whole state, which replaces what it had: its
+	// stable values (a count, then keys and values behind uvarint
+	// lengths), then its entries as in recEntries. The copy-forward writes
+	// it: one record, so a crash leaves the group as it was or as it is
+	// after, never dropped and not yet written again (two records, a
+	// delete and the entries, lost a group's log to a crash between them).
+	recReplace = 5
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -327,25 +337,32 @@ func (l *sharedLog) close() error {
 // written.
 func (l *sharedLog) prepareSpare() {
 	l.spareMu.Lock()
-	defer l.spareMu.Unlock()
 	if l.spare != nil || l.preparing || l.closed {
+		l.spareMu.Unlock()
 		return
 	}
 	l.preparing = true
 	l.spareWG.Add(1)
-	go func() {
-		defer l.spareWG.Done()
-		f, err := writeZeros(l.fs, filepath.Join(l.dir, spareName), l.segSize, l.stop)
-		l.spareMu.Lock()
-		defer l.spareMu.Unlock()
-		l.preparing = false
-		if err != nil {
-			// The next rotation makes a segment without it; the one
-			// after tries again.
-			return
-		}
-		l.spare = f
-	}()
+	l.spareMu.Unlock()
+	if l.syncSpare {
+		l.writeSpare()
+		return
+	}
+	go l.writeSpare()
+}
+
+func (l *sharedLog) writeSpare() {
+	defer l.spareWG.Done()
+	f, err := writeZeros(l.fs, filepath.Join(l.dir, spareName), l.segSize, l.stop)
+	l.spareMu.Lock()
+	defer l.spareMu.Unlock()
+	l.preparing = false
+	if err != nil {
+		// The next rotation makes a segment without it; the one after
+		// tries again.
+		return
+	}
+	l.spare = f
 }
 
 // writeZeros creates name holding size zero bytes, synced; it gives up
@@ -357,7 +374,7 @@ func writeZeros(fsys logFS, name string, size int64, stop <-chan struct{}) (logF
 	}
 	// A mebibyte at a time, each synced: 64 MiB of dirty pages written
 	// back at once would hold up the active segment's fsyncs behind them.
-	zeros := make([]byte, 1<<20)
+	zeros := make([]byte, min(1<<20, size))
 	for off := int64(0); off < size && err == nil; off += int64(len(zeros)) {
 		select {
 		case <-stop:
@@ -493,6 +510,8 @@ func (l *sharedLog) rotate() error {
 		groups = append(groups, g)
 	}
 	l.mu.Unlock()
+	// In a fixed order, so that a run's bytes are too (the crash tests).
+	slices.SortFunc(groups, func(a, b *sharedGroupLog) int { return strings.Compare(a.id, b.id) })
 	if err := l.createSegment(l.active + 1); err != nil {
 		return err
 	}
@@ -506,9 +525,7 @@ func (l *sharedLog) rotate() error {
 	var moves []moved
 	for _, g := range groups {
 		g.mu.RLock()
-		for k, v := range g.stable {
-			buf = append(buf, record(recStable, g.id, stablePayload([]byte(k), v))...)
-		}
+		keys := slices.Sorted(maps.Keys(g.stable))
 		// Only an idle group's entries move: one still appending wrote
 		// into the segment just filled, and raft's own compaction after
 		// its next snapshot frees its old segments. Copying a busy group's
@@ -521,13 +538,25 @@ func (l *sharedLog) rotate() error {
 		if pinned {
 			locs, first = slices.Clone(g.locs), g.first
 		}
+		stable := make([][]byte, len(keys))
+		for i, k := range keys {
+			stable[i] = g.stable[k]
+		}
 		g.mu.RUnlock()
 		if !pinned {
+			for i, k := range keys {
+				buf = append(buf, record(recStable, g.id, stablePayload([]byte(k), stable[i]))...)
+			}
 			continue
 		}
-		// A group's log is only appended to by its raft, whose writes
-		// wait behind this commit loop: locs stays what it was.
-		payload := binary.AppendUvarint(nil, uint64(len(locs)))
+		// A group's log and stable store change only through writes that
+		// wait behind this commit loop: locs and stable stay what they
+		// were.
+		payload := binary.AppendUvarint(nil, uint64(len(keys)))
+		for i, k := range keys {
+			payload = append(payload, stablePayload([]byte(k), stable[i])...)
+		}
+		payload = binary.AppendUvarint(payload, uint64(len(locs)))
 		for i, loc := range locs {
 			e := make([]byte, loc.n)
 			if err := l.readAt(e, loc); err != nil {
@@ -536,9 +565,8 @@ func (l *sharedLog) rotate() error {
 			payload = binary.AppendUvarint(payload, uint64(len(e)))
 			payload = append(payload, e...)
 		}
-		buf = append(buf, record(recDelete, g.id, deletePayload(0, math.MaxUint64))...)
 		off := int64(len(buf))
-		buf = append(buf, record(recEntries, g.id, payload)...)
+		buf = append(buf, record(recReplace, g.id, payload)...)
 		moves = append(moves, moved{g: g, first: first, payload: payload, off: off})
 	}
 	if len(buf) > 0 {
@@ -548,8 +576,8 @@ func (l *sharedLog) rotate() error {
 	}
 	for _, m := range moves {
 		m.g.mu.Lock()
-		m.g.locs = nil // one swap: readers see the old places or the new
-		err := m.g.applyLocked(recEntries, m.payload, l.active, m.off+payloadAt(m.g.id))
+		// One swap: readers see the old places or the new.
+		err := m.g.applyLocked(recReplace, m.payload, l.active, m.off+payloadAt(m.g.id))
 		m.g.mu.Unlock()
 		if err != nil {
 			return err
@@ -791,6 +819,33 @@ func (g *sharedGroupLog) applyLocked(typ byte, payload []byte, seq uint64, at in
 		case max >= last && min <= last:
 			g.locs = g.locs[:min-g.first]
 		}
+	case recReplace:
+		n, k := binary.Uvarint(payload)
+		if k <= 0 || n > uint64(len(payload)) {
+			return errBadLog
+		}
+		stable := make(map[string][]byte, n)
+		rest := payload[k:]
+		for i := uint64(0); i < n; i++ {
+			key, r, err := lenBytes(rest, true)
+			if err != nil {
+				return err
+			}
+			val, r, err := lenBytes(r, true)
+			if err != nil {
+				return err
+			}
+			stable[string(key)] = val
+			rest = r
+		}
+		p := len(payload) - len(rest)
+		// Validate the entries before anything changes: a malformed
+		// record leaves the group as it was.
+		probe := &sharedGroupLog{}
+		if err := probe.applyLocked(recEntries, rest, seq, at+int64(p)); err != nil {
+			return err
+		}
+		g.stable, g.first, g.locs = stable, probe.first, probe.locs
 	case recStable:
 		key, rest, err := lenBytes(payload, true)
 		if err != nil {

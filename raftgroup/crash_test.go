@@ -1,0 +1,334 @@
+package raftgroup
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// The crash tests run a script of log operations over several groups
+// through a faultFS, crash it after one of its file operations, reopen
+// what the disk holds with the real recovery, and compare the logs and
+// stable stores with a model: they must be what the operations that
+// returned nil made them, or that and the one operation the crash
+// interrupted (it may have reached the disk before its answer was lost).
+// So an entry whose StoreLogs returned nil is there with its data, and a
+// term or vote is never older than the last SetUint64 that returned nil.
+
+const crashDir = "/data/shared-log"
+
+// crashOp is one step of a script: do runs it on the log, apply runs it on
+// the model.
+type crashOp struct {
+	desc  string
+	do    func(l *sharedLog) error
+	apply func(m crashModel)
+}
+
+// crashModel is what a script's operations left: per group, its entries by
+// index and its stable values.
+type crashModel map[string]*modelGroup
+
+type modelGroup struct {
+	entries map[uint64]*raft.Log
+	stable  map[string]uint64
+}
+
+func (m crashModel) clone() crashModel {
+	c := crashModel{}
+	for id, g := range m {
+		c[id] = &modelGroup{entries: maps.Clone(g.entries), stable: maps.Clone(g.stable)}
+	}
+	return c
+}
+
+func (m crashModel) group(id string) *modelGroup {
+	g := m[id]
+	if g == nil {
+		g = &modelGroup{entries: map[uint64]*raft.Log{}, stable: map[string]uint64{}}
+		m[id] = g
+	}
+	return g
+}
+
+// diff says how l differs from m, for the groups in ids; "" if it does not.
+func (m crashModel) diff(l *sharedLog, ids []string) string {
+	for _, id := range ids {
+		g, _ := l.group(id)
+		want := m[id]
+		if want == nil {
+			want = &modelGroup{}
+		}
+		first, last := uint64(0), uint64(0)
+		if len(want.entries) > 0 {
+			first = slices.Min(slices.Collect(maps.Keys(want.entries)))
+			last = slices.Max(slices.Collect(maps.Keys(want.entries)))
+		}
+		if f, _ := g.FirstIndex(); f != first {
+			return fmt.Sprintf("%s: first index %d, want %d", id, f, first)
+		}
+		if la, _ := g.LastIndex(); la != last {
+			return fmt.Sprintf("%s: last index %d, want %d", id, la, last)
+		}
+		for i := first; i <= last && last > 0; i++ {
+			w := want.entries[i]
+			var e raft.Log
+			if err := g.GetLog(i, &e); err != nil {
+				return fmt.Sprintf("%s: entry %d: %v", id, i, err)
+			}
+			if w == nil || e.Index != w.Index || e.Term != w.Term || !bytes.Equal(e.Data, w.Data) {
+				return fmt.Sprintf("%s: entry %d is index %d term %d (%d bytes), want %v", id, i, e.Index, e.Term, len(e.Data), w)
+			}
+		}
+		for _, k := range []string{"CurrentTerm", "LastVoteTerm"} {
+			v, err := g.GetUint64([]byte(k))
+			w, ok := want.stable[k]
+			switch {
+			case !ok && err == nil:
+				return fmt.Sprintf("%s: %s is %d, want none", id, k, v)
+			case ok && (err != nil || v != w):
+				return fmt.Sprintf("%s: %s is %d (%v), want %d", id, k, v, err, w)
+			}
+		}
+	}
+	return ""
+}
+
+// crashScript is a workload over four groups: an idle one (ten entries, a
+// term and a vote, then nothing, so that it is copied forward), two busy
+// ones that compact their logs from the front as raft does after a
+// snapshot, and one that truncates a conflicting suffix and is dropped.
+// Small segments make it rotate, copy forward and delete segments many
+// times. rng varies entry sizes and the order of things.
+func crashScript(rng *rand.Rand, rounds int) (ops []crashOp, ids []string) {
+	ids = []string{"idle", "a", "b", "c"}
+	next := map[string]uint64{"idle": 1, "a": 1, "b": 1, "c": 1}
+	term := map[string]uint64{"idle": 1, "a": 1, "b": 1, "c": 1}
+	store := func(id string, n int) {
+		var logs []*raft.Log
+		for k := 0; k < n; k++ {
+			i := next[id]
+			next[id]++
+			data := make([]byte, 20+rng.IntN(200))
+			for j := range data {
+				data[j] = byte(i) ^ byte(j) ^ id[0]
+			}
+			logs = append(logs, &raft.Log{Index: i, Term: term[id], Type: raft.LogCommand, Data: data,
+				AppendedAt: time.Unix(0, int64(i))})
+		}
+		ops = append(ops, crashOp{
+			desc: fmt.Sprintf("%s: store %d..%d", id, logs[0].Index, logs[len(logs)-1].Index),
+			do: func(l *sharedLog) error {
+				g, _ := l.group(id)
+				return g.StoreLogs(logs)
+			},
+			apply: func(m crashModel) {
+				g := m.group(id)
+				for _, e := range logs {
+					g.entries[e.Index] = e
+				}
+			},
+		})
+	}
+	del := func(id string, lo, hi uint64) {
+		ops = append(ops, crashOp{
+			desc: fmt.Sprintf("%s: delete %d..%d", id, lo, hi),
+			do: func(l *sharedLog) error {
+				g, _ := l.group(id)
+				return g.DeleteRange(lo, hi)
+			},
+			apply: func(m crashModel) {
+				g := m.group(id)
+				for i := lo; i <= hi; i++ {
+					delete(g.entries, i)
+				}
+			},
+		})
+	}
+	set := func(id, key string, v uint64) {
+		ops = append(ops, crashOp{
+			desc: fmt.Sprintf("%s: %s = %d", id, key, v),
+			do: func(l *sharedLog) error {
+				g, _ := l.group(id)
+				return g.SetUint64([]byte(key), v)
+			},
+			apply: func(m crashModel) { m.group(id).stable[key] = v },
+		})
+	}
+	drop := func(id string) {
+		ops = append(ops, crashOp{
+			desc:  id + ": drop",
+			do:    func(l *sharedLog) error { return l.drop(id) },
+			apply: func(m crashModel) { delete(m, id) },
+		})
+	}
+	for next["idle"] <= 10 {
+		store("idle", 1+rng.IntN(3))
+	}
+	set("idle", "CurrentTerm", 3)
+	set("idle", "LastVoteTerm", 3)
+	for r := 1; r <= rounds; r++ {
+		for _, id := range []string{"a", "b", "c"} {
+			if id == "c" && r > rounds*2/3 {
+				continue // dropped
+			}
+			store(id, 1+rng.IntN(3))
+		}
+		if r%4 == 0 {
+			term["a"]++
+			set("a", "CurrentTerm", term["a"])
+			set("a", "LastVoteTerm", term["a"])
+		}
+		for _, id := range []string{"a", "b"} {
+			// Compaction after a snapshot: keep the last 6 or so.
+			if r%5 == 0 && next[id] > 8 {
+				del(id, 1, next[id]-7)
+			}
+		}
+		if r == rounds/3 && next["c"] > 4 {
+			// A conflicting suffix: the last three go, two come back
+			// in a new term.
+			del("c", next["c"]-3, next["c"]-1)
+			next["c"] -= 3
+			term["c"]++
+			store("c", 2)
+		}
+		if r == rounds*2/3 {
+			drop("c")
+		}
+	}
+	return ops, ids
+}
+
+// crashRun runs ops on a new log in a faultFS that crashes after call
+// crashAt (0: never). It returns the faultFS, the model of what the
+// operations that returned nil did, and the model with the interrupted
+// operation done too.
+func crashRun(t testing.TB, ops []crashOp, segSize int64, crashAt int) (fsys *faultFS, acked, maybe crashModel) {
+	t.Helper()
+	fsys = newFaultFS()
+	fsys.crashAt = crashAt
+	l, err := openSharedLogFS(fsys, crashDir, segSize)
+	if err != nil {
+		if crashAt > 0 && fsys.crashed {
+			return fsys, crashModel{}, crashModel{}
+		}
+		t.Fatal(err)
+	}
+	l.syncSpare = true
+	defer l.close()
+	acked = crashModel{}
+	for _, op := range ops {
+		maybe = acked.clone()
+		op.apply(maybe)
+		if err := op.do(l); err != nil {
+			if !fsys.crashed {
+				t.Fatalf("%s: %v with no crash (call %d)", op.desc, err, fsys.calls)
+			}
+			return fsys, acked, maybe
+		}
+		acked = maybe
+	}
+	return fsys, acked, acked
+}
+
+// crashCheck reopens what a crash left and checks it against the models;
+// then it writes to every group, reopens, and checks again.
+func crashCheck(t testing.TB, img *faultFS, segSize int64, ids []string, acked, maybe crashModel, what string) {
+	t.Helper()
+	l, err := openSharedLogFS(img, crashDir, segSize)
+	if err != nil {
+		t.Fatalf("%s: reopen: %v", what, err)
+	}
+	d1, d2 := acked.diff(l, ids), maybe.diff(l, ids)
+	if d1 != "" && d2 != "" {
+		l.close()
+		t.Fatalf("%s: after reopening: %s (or, with the interrupted operation, %s)", what, d1, d2)
+	}
+	m := acked
+	if d1 != "" {
+		m = maybe
+	}
+	m = m.clone()
+	// The log goes on: one more entry in each group survives a reopen.
+	for _, id := range ids {
+		g, _ := l.group(id)
+		last, _ := g.LastIndex()
+		e := &raft.Log{Index: last + 1, Term: 99, Type: raft.LogCommand, Data: []byte(id + strconv.Itoa(int(last)))}
+		if err := g.StoreLog(e); err != nil {
+			t.Fatalf("%s: a write after reopening: %v", what, err)
+		}
+		m.group(id).entries[e.Index] = e
+	}
+	if err := l.close(); err != nil {
+		t.Fatalf("%s: close: %v", what, err)
+	}
+	if l, err = openSharedLogFS(img, crashDir, segSize); err != nil {
+		t.Fatalf("%s: second reopen: %v", what, err)
+	}
+	defer l.close()
+	if d := m.diff(l, ids); d != "" {
+		t.Fatalf("%s: after writing and reopening: %s", what, d)
+	}
+}
+
+const crashSegSize = 4 << 10
+
+// TestCrashPoints crashes the script after every file operation in turn
+// (every write, sync, truncate, allocation, create, rename, remove and
+// directory sync), with what was not synced dropped, and torn, and checks
+// what reopens.
+func TestCrashPoints(t *testing.T) {
+	ops, ids := crashScript(rand.New(rand.NewPCG(1, 1)), 60)
+	fsys, acked, _ := crashRun(t, ops, crashSegSize, 0)
+	calls := fsys.calls
+	checkScriptCovers(t, fsys)
+	img := fsys.crashImage(tearAll, nil)
+	crashCheck(t, img, crashSegSize, ids, acked, acked, "no crash")
+	tears := []tear{tearDrop, tearAll, tearCut}
+	points := 0
+	for at := 1; at <= calls; at++ {
+		fsys, acked, maybe := crashRun(t, ops, crashSegSize, at)
+		for _, tr := range tears {
+			what := fmt.Sprintf("crash after call %d (%s), %v", at, fsys.trace[at-1], tr)
+			rng := rand.New(rand.NewPCG(uint64(at), uint64(tr)))
+			crashCheck(t, fsys.crashImage(tr, rng), crashSegSize, ids, acked, maybe, what)
+			points++
+		}
+	}
+	t.Logf("%d operations, %d file calls, %d crash points checked", len(ops), calls, points)
+}
+
+// checkScriptCovers fails unless the script's run (fsys, not crashed)
+// rotated into a spare, deleted segments and copied the idle group
+// forward.
+func checkScriptCovers(t testing.TB, fsys *faultFS) {
+	t.Helper()
+	var renames, removes int
+	for _, c := range fsys.trace {
+		if strings.HasPrefix(c, "rename ") {
+			renames++
+		}
+		if strings.HasPrefix(c, "remove ") && strings.HasSuffix(c, ".seg") {
+			removes++
+		}
+	}
+	l, err := openSharedLogFS(fsys.crashImage(tearAll, nil), crashDir, crashSegSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.close()
+	g, _ := l.group("idle")
+	if renames == 0 || removes == 0 || len(g.locs) == 0 || g.locs[0].seg == 1 {
+		t.Fatalf("the script renamed %d spares into place, removed %d segments, and left the idle group in segment %v: want a copy-forward and both", renames, removes, g.locs)
+	}
+	t.Logf("%d spares renamed into place, %d segments removed, the idle group ends in segment %d", renames, removes, g.locs[0].seg)
+}
