@@ -2,6 +2,7 @@ package raftgroup
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -293,7 +294,7 @@ func TestCrashPoints(t *testing.T) {
 	checkScriptCovers(t, fsys)
 	img := fsys.crashImage(tearAll, nil)
 	crashCheck(t, img, crashSegSize, ids, acked, acked, "no crash")
-	tears := []tear{tearDrop, tearAll, tearCut}
+	tears := []tear{tearDrop, tearAll, tearCut, tearHole, tearFlip}
 	points := 0
 	for at := 1; at <= calls; at++ {
 		fsys, acked, maybe := crashRun(t, ops, crashSegSize, at)
@@ -331,4 +332,119 @@ func checkScriptCovers(t testing.TB, fsys *faultFS) {
 		t.Fatalf("the script renamed %d spares into place, removed %d segments, and left the idle group in segment %v: want a copy-forward and both", renames, removes, g.locs)
 	}
 	t.Logf("%d spares renamed into place, %d segments removed, the idle group ends in segment %d", renames, removes, g.locs[0].seg)
+}
+
+// TestSharedLogCorruption: a flipped bit in a record in the middle of the
+// newest segment, with records synced after it, is corruption: opening
+// fails and names the file and offset, and nothing is truncated. A bit
+// flipped in the tail of the last write, which was never synced, is a torn
+// tail: the log opens without it.
+func TestSharedLogCorruption(t *testing.T) {
+	const segSize = 1 << 20
+	// write makes a log of ten one-entry writes to group g and returns
+	// where each began in the (only) segment.
+	write := func(t *testing.T, fsys *faultFS) (starts []int64) {
+		l, err := openSharedLogFS(fsys, crashDir, segSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, _ := l.group("g")
+		for i := uint64(1); i <= 10; i++ {
+			starts = append(starts, l.end)
+			if err := g.StoreLog(entry(i, 1, 100)); err != nil {
+				t.Fatal(err)
+			}
+			if i == 5 {
+				if err := g.SetUint64([]byte("CurrentTerm"), 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := g.SetUint64([]byte("CurrentTerm"), 2); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.SetUint64([]byte("LastVoteTerm"), 2); err != nil {
+			t.Fatal(err)
+		}
+		l.opened = false // stop as a crash would: no trim
+		l.close()
+		return starts
+	}
+	seg := crashDir + "/" + segName(1)
+	for _, k := range []int{0, 3, 7} {
+		t.Run(fmt.Sprintf("entry %d", k+1), func(t *testing.T) {
+			fsys := newFaultFS()
+			starts := write(t, fsys)
+			at := starts[k] + 60 // inside entry k+1's data
+			fsys.flip(seg, at, 3)
+			size := len(fsys.names[seg].synced)
+			_, err := openSharedLogFS(fsys, crashDir, segSize)
+			var ce *CorruptionError
+			if !errors.Is(err, ErrCorrupt) || !errors.As(err, &ce) {
+				t.Fatalf("open after a bit flip at %d in the middle of the newest segment: %v, want a CorruptionError", at, err)
+			}
+			if ce.File != seg || ce.Offset < starts[k] || ce.Offset > at {
+				t.Fatalf("corruption reported in %s at %d, want %s at the start of the write around %d (%d)", ce.File, ce.Offset, seg, at, starts[k])
+			}
+			if got := len(fsys.names[seg].synced); got != size {
+				t.Fatalf("the corrupt segment was cut from %d to %d bytes", size, got)
+			}
+		})
+	}
+	t.Run("last write, clean close", func(t *testing.T) {
+		// The last write before a clean close is followed by the empty
+		// batch close writes: a bit flipped in it at rest is found.
+		fsys := newFaultFS()
+		write(t, fsys)
+		l, err := openSharedLogFS(fsys, crashDir, segSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, _ := l.group("g")
+		start := l.end
+		if err := g.StoreLog(entry(11, 1, 100)); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.close(); err != nil {
+			t.Fatal(err)
+		}
+		fsys.flip(seg, start+70, 1)
+		_, err = openSharedLogFS(fsys, crashDir, segSize)
+		var ce *CorruptionError
+		if !errors.As(err, &ce) || ce.Offset != start {
+			t.Fatalf("open after a bit flip in the last write before a clean close: %v, want corruption at %d", err, start)
+		}
+	})
+	t.Run("torn tail", func(t *testing.T) {
+		fsys := newFaultFS()
+		write(t, fsys)
+		l, err := openSharedLogFS(fsys, crashDir, segSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The 11th entry's write reaches the file and the crash comes
+		// before its sync: a bit of it flips (the page was half
+		// written).
+		fsys.crashAt = fsys.calls + 1
+		start := l.end
+		g, _ := l.group("g")
+		if err := g.StoreLog(entry(11, 1, 100)); err == nil {
+			t.Fatal("a write acknowledged with its sync crashed")
+		}
+		l.close()
+		img := fsys.crashImage(tearAll, nil)
+		img.flip(seg, start+70, 5)
+		if l, err = openSharedLogFS(img, crashDir, segSize); err != nil {
+			t.Fatalf("open with a bit flipped in the unsynced tail: %v", err)
+		}
+		defer l.close()
+		g, _ = l.group("g")
+		checkLog(t, g, 1, 10, func(uint64) uint64 { return 1 }, 100)
+		if v, err := g.GetUint64([]byte("LastVoteTerm")); v != 2 || err != nil {
+			t.Fatalf("LastVoteTerm %d %v, want 2", v, err)
+		}
+		if b := img.names[seg].data; !allZero(b[start:]) {
+			t.Fatalf("the torn tail at %d was not cut off", start)
+		}
+	})
 }

@@ -30,10 +30,14 @@ import (
 //
 // A segment is a sequence of records: a 4-byte length of what follows the
 // checksum, a 4-byte CRC-32C of it, a type byte, the group id behind a
-// uvarint length, and the type's payload. A record of the last segment that
-// is cut short or fails its checksum ends the log (the tail of a write that
-// a crash cut off, never acknowledged); the file is truncated there. In an
-// older segment it is corruption, and opening fails.
+// uvarint length, and the type's payload. Each write is one batch: a
+// header record (its segment, offset and length) and the records it
+// carries, replayed whole or not at all. A batch of the last segment that
+// is cut short or fails a checksum, with no intact batch header after it,
+// ends the log (the tail of a write that a crash cut off, never
+// acknowledged); the file is truncated there. Anything else that is
+// damaged is corruption, and opening fails with a *CorruptionError
+// (replaySegment says why this is sound).
 //
 // Segment files are written into space already allocated and zeroed where
 // possible: an fsync that must also record a file's new size and newly
@@ -112,6 +116,10 @@ const (
 	// after, never dropped and not yet written again (two records, a
 	// delete and the entries, lost a group's log to a crash between them).
 	recReplace = 5
+	// recBatch begins each write (putBatchHeader): replay takes what it
+	// covers whole or not at all, and recovery tells a torn tail from
+	// corruption by it (replaySegment).
+	recBatch = 6
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -221,47 +229,180 @@ func (l *sharedLog) createSegment(seq uint64) error {
 	return nil
 }
 
-// replaySegment replays segment seq and returns where its records end; the
-// last segment's torn tail is cut off.
+// replaySegment replays segment seq and returns where its records end.
+//
+// Only a torn tail may be cut off: the tail of the last write, which a
+// crash interrupted before its fsync returned and which was therefore never
+// acknowledged. Anything else that fails its checksum is data that was
+// synced, perhaps acknowledged, and then damaged: opening fails with a
+// *CorruptionError naming the file and offset, and nothing is truncated.
+//
+// Telling the two apart. The commit loop issues one write at a time, each
+// one batch (a recBatch header, then the records), and issues the next only
+// after the last one's fsync returned; a batch's header names its segment,
+// its own offset and its length. Replay takes batches whole: a batch
+// is applied only if its header and every record in it are intact, so a
+// crash that tears a write (at any byte, or with a page in its middle lost
+// and a later one kept, as disks may persist the pages of one write in any
+// order) takes all of it away. Let X be where the first batch that is not
+// intact begins. In an older segment the only thing allowed at X is zeros
+// to the end (space allocated and never written): no write ever went past
+// a segment that was followed by another. In the last segment, if an
+// intact batch header with this segment's number and its own offset P > X
+// exists, a write began at P after the write at X had been synced: X was
+// durable and is corrupt. If none exists, everything from X on may be the
+// last write (torn, or zeros from preallocation): it is cut off, and the
+// cut is synced before anything is written after it, so no bytes of the
+// torn write can come back behind a later one and pass for such a header.
+//
+// What this cannot tell: a flipped bit in the last batch of the last
+// segment, with nothing synced after it, looks like a torn write and is
+// cut off. A clean close appends an empty batch (closeLog) so that this
+// window is open only for the last batch before a crash. Records from
+// before batches (a data directory of an older version) are checked one by
+// one as they were: in the last segment, a bad one with no batch after it
+// ends the log. A forged header inside an entry's data (a client's value
+// that holds one, at exactly the offset where it lands) could only make
+// opening fail, never hide data.
 func (l *sharedLog) replaySegment(seq uint64, f logFile, last bool) (int64, error) {
 	data, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<62))
 	if err != nil {
 		return 0, fmt.Errorf("raftgroup: shared log: %w", err)
 	}
+	name := filepath.Join(l.dir, segName(seq))
+	corrupt := func(off int64, format string, args ...any) error {
+		return &CorruptionError{File: name, Offset: off, Reason: fmt.Sprintf(format, args...)}
+	}
 	var off int64
+	type rec struct {
+		body []byte
+		off  int64
+	}
+	var recs []rec
+replay:
 	for {
-		rest := data[off:]
-		if len(rest) < 8 {
+		body, size, ok := parseRecord(data, off)
+		if !ok {
 			break
 		}
-		n := int64(binary.BigEndian.Uint32(rest))
-		// Every record has a type and a group id's length (n ≥ 2). Zeros
-		// (n = 0, and the checksum of nothing is 0) are what a power cut
-		// leaves when a file's new size reached the disk before the data
-		// written into it: a torn tail too.
-		if n < 2 || n > int64(len(rest)-8) || crc32.Checksum(rest[8:8+n], crcTable) != binary.BigEndian.Uint32(rest[4:]) {
-			break
-		}
-		if err := l.replay(rest[8:8+n], seq, off); err != nil {
-			return 0, err
-		}
-		off += 8 + n
-	}
-	if off < int64(len(data)) {
-		if !last {
-			// Space allocated for the segment and never used (a crash
-			// before a clean close trimmed it, then a rotation) is zeros.
-			if !allZero(data[off:]) {
-				return 0, fmt.Errorf("raftgroup: shared log: segment %s is corrupt at offset %d", segName(seq), off)
+		if body[0] != recBatch {
+			// A record written before batches: a unit of its own.
+			if err := l.replay(body, seq, off); err != nil {
+				return 0, corrupt(off, "%v", err)
 			}
-			return off, nil
+			off += size
+			continue
 		}
-		if err := f.Truncate(off); err != nil {
-			return 0, fmt.Errorf("raftgroup: shared log: truncate torn tail: %w", err)
+		n, ok := batchLen(body, seq, off)
+		if !ok || n > int64(len(data))-off {
+			break
 		}
-		f.Allocate(l.segSize)
+		recs = recs[:0]
+		for p := off + size; p < off+n; {
+			body, size, ok := parseRecord(data[:off+n], p)
+			if !ok || body[0] == recBatch {
+				break replay
+			}
+			recs = append(recs, rec{body, p})
+			p += size
+		}
+		for _, r := range recs {
+			if err := l.replay(r.body, seq, r.off); err != nil {
+				return 0, corrupt(r.off, "%v", err)
+			}
+		}
+		off += n
 	}
+	if off == int64(len(data)) {
+		return off, nil
+	}
+	if !last {
+		// Space allocated for the segment and never used (a crash
+		// before a clean close trimmed it, then a rotation) is zeros.
+		if !allZero(data[off:]) {
+			return 0, corrupt(off, "a damaged record in a segment followed by another")
+		}
+		return off, nil
+	}
+	if p := findBatch(data, off+1, seq); p >= 0 {
+		return 0, corrupt(off, "a damaged record followed by a write synced after it (at offset %d)", p)
+	}
+	// Invariant: only a torn tail after the last intact batch is cut off
+	// (no write began after it, see above). The cut is synced before the
+	// log writes after it.
+	if err := f.Truncate(off); err != nil {
+		return 0, fmt.Errorf("raftgroup: shared log: truncate torn tail: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return 0, fmt.Errorf("raftgroup: shared log: truncate torn tail: %w", err)
+	}
+	f.Allocate(l.segSize)
 	return off, nil
+}
+
+// parseRecord returns the body of the record at off in data (its type,
+// group id and payload) and its size; ok is false if it is cut short or
+// fails its checksum.
+func parseRecord(data []byte, off int64) (body []byte, size int64, ok bool) {
+	rest := data[off:]
+	if len(rest) < 8 {
+		return nil, 0, false
+	}
+	n := int64(binary.BigEndian.Uint32(rest))
+	// Every record has a type and a group id's length (n ≥ 2). Zeros (n =
+	// 0, and the checksum of nothing is 0) are what a power cut leaves
+	// when a file's new size reached the disk before the data written
+	// into it.
+	if n < 2 || n > int64(len(rest)-8) || crc32.Checksum(rest[8:8+n], crcTable) != binary.BigEndian.Uint32(rest[4:]) {
+		return nil, 0, false
+	}
+	return rest[8 : 8+n], 8 + n, true
+}
+
+// A batch header is a record of type recBatch for no group whose payload
+// is the segment's number, the batch's offset in it, and its length (the
+// header's included): batchHeaderLen bytes.
+const (
+	batchBodyLen   = 1 + 1 + 8 + 8 + 4
+	batchHeaderLen = 8 + batchBodyLen
+)
+
+// putBatchHeader fills in the header at the start of b, a batch to be
+// written at off of segment seq.
+func putBatchHeader(b []byte, seq uint64, off int64) {
+	h := b[:8:batchHeaderLen]
+	h = append(h, recBatch, 0)
+	h = binary.BigEndian.AppendUint64(h, seq)
+	h = binary.BigEndian.AppendUint64(h, uint64(off))
+	h = binary.BigEndian.AppendUint32(h, uint32(len(b)))
+	sealRecord(h)
+}
+
+// batchLen is the length of the batch whose header's body is body, if the
+// header says it was written at off of segment seq.
+func batchLen(body []byte, seq uint64, off int64) (int64, bool) {
+	if len(body) != batchBodyLen || body[1] != 0 ||
+		binary.BigEndian.Uint64(body[2:]) != seq || binary.BigEndian.Uint64(body[10:]) != uint64(off) {
+		return 0, false
+	}
+	n := int64(binary.BigEndian.Uint32(body[18:]))
+	return n, n >= batchHeaderLen
+}
+
+// findBatch returns the offset of the first intact batch header of segment
+// seq at or after from in data, or -1.
+func findBatch(data []byte, from int64, seq uint64) int64 {
+	for p := from; p+batchHeaderLen <= int64(len(data)); p++ {
+		if data[p+3] != batchBodyLen || data[p+8] != recBatch || data[p] != 0 || data[p+1] != 0 || data[p+2] != 0 {
+			continue
+		}
+		if body, _, ok := parseRecord(data, p); ok {
+			if _, ok := batchLen(body, seq, p); ok {
+				return p
+			}
+		}
+	}
+	return -1
 }
 
 func allZero(b []byte) bool {
@@ -306,13 +447,19 @@ func splitRecord(body []byte) (typ byte, id string, payload []byte, err error) {
 // and drops a spare. Nothing may write meanwhile.
 func (l *sharedLog) close() error {
 	l.spareMu.Lock()
-	if !l.closed {
+	first := !l.closed
+	if first {
 		l.closed = true
 		close(l.stop)
 	}
 	l.spareMu.Unlock()
 	l.spareWG.Wait()
 	var errs []error
+	if first && l.opened {
+		// An empty batch after the last: a bit that flips in the last
+		// batch while the node is down is then found (replaySegment).
+		errs = append(errs, l.append(make([]byte, batchHeaderLen)))
+	}
 	l.spareMu.Lock()
 	if l.spare != nil {
 		errs = append(errs, l.spare.Close(), l.fs.Remove(filepath.Join(l.dir, spareName)))
@@ -457,7 +604,7 @@ func (l *sharedLog) commitLoop() {
 		if l.end >= l.segSize {
 			err = l.rotate()
 		}
-		buf = buf[:0]
+		buf = append(buf[:0], make([]byte, batchHeaderLen)...)
 		offs := make([]int64, len(ops))
 		for i, op := range ops {
 			offs[i] = l.end + int64(len(buf))
@@ -478,11 +625,15 @@ func (l *sharedLog) commitLoop() {
 	}
 }
 
-// append writes buf at the end of the active segment and syncs it.
+// append writes the batch buf (its first batchHeaderLen bytes left for
+// the header) at the end of the active segment and syncs it. Only the
+// commit loop calls it, one write at a time: the next write is issued
+// after this one's sync returned (replaySegment relies on it).
 func (l *sharedLog) append(buf []byte) error {
 	l.segMu.RLock()
 	f := l.segs[l.active]
 	l.segMu.RUnlock()
+	putBatchHeader(buf, l.active, l.end)
 	_, err := f.WriteAt(buf, l.end)
 	if err == nil {
 		err = f.Sync()
@@ -521,7 +672,7 @@ func (l *sharedLog) rotate() error {
 		payload []byte
 		off     int64
 	}
-	var buf []byte
+	buf := make([]byte, batchHeaderLen)
 	var moves []moved
 	for _, g := range groups {
 		g.mu.RLock()
@@ -569,7 +720,7 @@ func (l *sharedLog) rotate() error {
 		buf = append(buf, record(recReplace, g.id, payload)...)
 		moves = append(moves, moved{g: g, first: first, payload: payload, off: off})
 	}
-	if len(buf) > 0 {
+	if len(buf) > batchHeaderLen {
 		if err := l.append(buf); err != nil {
 			return err
 		}
@@ -966,3 +1117,24 @@ func lenBytes(b []byte, copied bool) (v, rest []byte, err error) {
 	}
 	return append([]byte(nil), b[:n]...), b[n:], nil
 }
+
+// ErrCorrupt is what a shared log's open returns (in a *CorruptionError)
+// when a segment holds damaged data that was synced before: not the torn
+// tail of a write a crash cut off, which is never acknowledged and is cut
+// off, but data a replica may have acknowledged. The replica cannot vouch
+// for its log and must be rebuilt from its group's other replicas.
+var ErrCorrupt = errors.New("raftgroup: shared log: corrupt")
+
+// CorruptionError says which segment file is damaged and where.
+type CorruptionError struct {
+	File   string // the segment's path
+	Offset int64  // where the damaged write begins in it
+	Reason string
+}
+
+func (e *CorruptionError) Error() string {
+	return fmt.Sprintf("raftgroup: shared log: %s is corrupt at offset %d: %s", e.File, e.Offset, e.Reason)
+}
+
+// Unwrap makes errors.Is(err, ErrCorrupt) hold.
+func (e *CorruptionError) Unwrap() error { return ErrCorrupt }
