@@ -65,10 +65,13 @@ type sharedLog struct {
 	dir     string
 	segSize int64
 
-	mu      sync.Mutex // guards queue, running, groups and recovered
+	mu      sync.Mutex // guards queue, running, failed, groups and recovered
 	queue   []*sharedOp
 	running bool
-	groups  map[string]*sharedGroupLog
+	// failed is set once a write, an fsync or a rotation failed (wrapping
+	// ErrLogFailed and the cause), and never cleared: see fail.
+	failed error
+	groups map[string]*sharedGroupLog
 	// recovered holds what the segments held for groups not opened yet.
 	recovered map[string]*sharedGroupLog
 
@@ -455,10 +458,16 @@ func (l *sharedLog) close() error {
 	l.spareMu.Unlock()
 	l.spareWG.Wait()
 	var errs []error
-	if first && l.opened {
+	if err := l.Err(); first && err != nil {
+		// A failed log writes nothing, not even the trim below.
+		errs = append(errs, err)
+	}
+	if first && l.opened && l.Err() == nil {
 		// An empty batch after the last: a bit that flips in the last
 		// batch while the node is down is then found (replaySegment).
-		errs = append(errs, l.append(make([]byte, batchHeaderLen)))
+		if err := l.append(make([]byte, batchHeaderLen)); err != nil {
+			errs = append(errs, l.fail(err))
+		}
 	}
 	l.spareMu.Lock()
 	if l.spare != nil {
@@ -468,8 +477,9 @@ func (l *sharedLog) close() error {
 	l.spareMu.Unlock()
 	l.segMu.Lock()
 	defer l.segMu.Unlock()
+	failed := l.Err() != nil
 	for seq, f := range l.segs {
-		if seq == l.active && l.opened {
+		if seq == l.active && l.opened && !failed {
 			if size, err := f.Size(); err == nil && size > l.end {
 				errs = append(errs, f.Truncate(l.end))
 			}
@@ -578,6 +588,10 @@ func uvarintLen(v uint64) int {
 func (l *sharedLog) write(rec []byte, apply func(seq uint64, off int64)) error {
 	op := &sharedOp{rec: rec, apply: apply, done: make(chan error, 1)}
 	l.mu.Lock()
+	if l.failed != nil {
+		l.mu.Unlock()
+		return l.failed
+	}
 	l.queue = append(l.queue, op)
 	start := !l.running
 	l.running = true
@@ -599,9 +613,9 @@ func (l *sharedLog) commitLoop() {
 			l.mu.Unlock()
 			return
 		}
+		err := l.failed
 		l.mu.Unlock()
-		var err error
-		if l.end >= l.segSize {
+		if err == nil && l.end >= l.segSize {
 			err = l.rotate()
 		}
 		buf = append(buf[:0], make([]byte, batchHeaderLen)...)
@@ -615,6 +629,9 @@ func (l *sharedLog) commitLoop() {
 		}
 		if err == nil && l.end >= l.segSize/2 {
 			l.prepareSpare()
+		}
+		if err != nil {
+			err = l.fail(err)
 		}
 		for i, op := range ops {
 			if err == nil && op.apply != nil {
@@ -639,13 +656,46 @@ func (l *sharedLog) append(buf []byte) error {
 		err = f.Sync()
 	}
 	if err != nil {
-		// What was written may be on disk or not: the segment is no
-		// longer trustworthy past l.end. Cut it back.
-		f.Truncate(l.end)
-		return fmt.Errorf("raftgroup: shared log: %w", err)
+		// Nothing more is written (the caller fails the log): what this
+		// write left, whole, torn or nothing, is the log's tail, as a
+		// crash would leave it.
+		return fmt.Errorf("raftgroup: shared log: segment %s at offset %d: %w", segName(l.active), l.end, err)
 	}
 	l.end += int64(len(buf))
 	return nil
+}
+
+// ErrLogFailed is what every write to a shared log returns, wrapped with
+// the first error's cause, once a write, an fsync or a rotation of it
+// failed. The log then writes nothing more until the node restarts and
+// recovers it from what the disk holds.
+var ErrLogFailed = errors.New("raftgroup: shared log failed")
+
+// fail stops l for good after err: the commit loop answers the writes
+// waiting and every later one with the error it returns, and touches no
+// file again. A failed write may have reached the disk in part, and after a
+// failed fsync the pages it was to write may be marked clean and their
+// data lost, while reads still see them: another fsync that succeeds proves
+// nothing (PostgreSQL's fsync lesson), so nothing is retried and nothing
+// more acknowledged. Restarting reopens the log from what the disk holds,
+// which recovery treats as after a crash.
+func (l *sharedLog) fail(err error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failed == nil {
+		l.failed = fmt.Errorf("%w: %w", ErrLogFailed, err)
+	}
+	return l.failed
+}
+
+// Err returns nil while the log takes writes, and the error every write
+// gets (wrapping ErrLogFailed) once it has failed: its groups' replicas
+// can then neither append nor vote, and the node should take them out of
+// service.
+func (l *sharedLog) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failed
 }
 
 // rotate starts the next segment with every group's stable state and the
