@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +31,7 @@ const crashDir = "/data/shared-log"
 // crashOp is one step of a script: do runs it on the log, apply runs it on
 // the model.
 type crashOp struct {
+	id    string // the group it changes
 	desc  string
 	do    func(l *sharedLog) error
 	apply func(m crashModel)
@@ -126,6 +129,7 @@ func crashScript(rng *rand.Rand, rounds int) (ops []crashOp, ids []string) {
 				AppendedAt: time.Unix(0, int64(i))})
 		}
 		ops = append(ops, crashOp{
+			id:   id,
 			desc: fmt.Sprintf("%s: store %d..%d", id, logs[0].Index, logs[len(logs)-1].Index),
 			do: func(l *sharedLog) error {
 				g, _ := l.group(id)
@@ -141,6 +145,7 @@ func crashScript(rng *rand.Rand, rounds int) (ops []crashOp, ids []string) {
 	}
 	del := func(id string, lo, hi uint64) {
 		ops = append(ops, crashOp{
+			id:   id,
 			desc: fmt.Sprintf("%s: delete %d..%d", id, lo, hi),
 			do: func(l *sharedLog) error {
 				g, _ := l.group(id)
@@ -156,6 +161,7 @@ func crashScript(rng *rand.Rand, rounds int) (ops []crashOp, ids []string) {
 	}
 	set := func(id, key string, v uint64) {
 		ops = append(ops, crashOp{
+			id:   id,
 			desc: fmt.Sprintf("%s: %s = %d", id, key, v),
 			do: func(l *sharedLog) error {
 				g, _ := l.group(id)
@@ -166,9 +172,14 @@ func crashScript(rng *rand.Rand, rounds int) (ops []crashOp, ids []string) {
 	}
 	drop := func(id string) {
 		ops = append(ops, crashOp{
-			desc:  id + ": drop",
-			do:    func(l *sharedLog) error { return l.drop(id) },
-			apply: func(m crashModel) { delete(m, id) },
+			id:   id,
+			desc: id + ": drop",
+			do:   func(l *sharedLog) error { return l.drop(id) },
+			apply: func(m crashModel) {
+				g := m.group(id)
+				clear(g.entries)
+				clear(g.stable)
+			},
 		})
 	}
 	for next["idle"] <= 10 {
@@ -214,6 +225,18 @@ func crashScript(rng *rand.Rand, rounds int) (ops []crashOp, ids []string) {
 // operations that returned nil did, and the model with the interrupted
 // operation done too.
 func crashRun(t testing.TB, ops []crashOp, segSize int64, crashAt int) (fsys *faultFS, acked, maybe crashModel) {
+	return crashRunWith(t, ops, segSize, crashAt, false)
+}
+
+// crashRunWith is crashRun, with each group's operations run by a
+// goroutine of its own if concurrent (so writes share batches; the file
+// calls' order is then not fixed, and the crash lands where it lands).
+// The models are then per group: each group's acknowledged operations,
+// and those and its one interrupted operation.
+func crashRunWith(t testing.TB, ops []crashOp, segSize int64, crashAt int, concurrent bool) (fsys *faultFS, acked, maybe crashModel) {
+	if concurrent {
+		return crashRunConcurrent(t, ops, segSize, crashAt)
+	}
 	t.Helper()
 	fsys = newFaultFS()
 	fsys.crashAt = crashAt
@@ -249,16 +272,23 @@ func crashCheck(t testing.TB, img *faultFS, segSize int64, ids []string, acked, 
 	if err != nil {
 		t.Fatalf("%s: reopen: %v", what, err)
 	}
-	d1, d2 := acked.diff(l, ids), maybe.diff(l, ids)
-	if d1 != "" && d2 != "" {
-		l.close()
-		t.Fatalf("%s: after reopening: %s (or, with the interrupted operation, %s)", what, d1, d2)
+	// Groups are independent: each must be as its acknowledged
+	// operations left it, or that and its one interrupted operation.
+	m := crashModel{}
+	for _, id := range ids {
+		d1, d2 := acked.diff(l, []string{id}), maybe.diff(l, []string{id})
+		if d1 != "" && d2 != "" {
+			l.close()
+			t.Fatalf("%s: after reopening: %s (or, with the interrupted operation, %s)", what, d1, d2)
+		}
+		src := acked
+		if d1 != "" {
+			src = maybe
+		}
+		if g := src[id]; g != nil {
+			m[id] = &modelGroup{entries: maps.Clone(g.entries), stable: maps.Clone(g.stable)}
+		}
 	}
-	m := acked
-	if d1 != "" {
-		m = maybe
-	}
-	m = m.clone()
 	// The log goes on: one more entry in each group survives a reopen.
 	for _, id := range ids {
 		g, _ := l.group(id)
@@ -281,6 +311,94 @@ func crashCheck(t testing.TB, img *faultFS, segSize int64, ids []string, acked, 
 	}
 }
 
+func crashRunConcurrent(t testing.TB, ops []crashOp, segSize int64, crashAt int) (fsys *faultFS, acked, maybe crashModel) {
+	t.Helper()
+	fsys = newFaultFS()
+	fsys.crashAt = crashAt
+	l, err := openSharedLogFS(fsys, crashDir, segSize)
+	if err != nil {
+		if crashAt > 0 && fsys.crashed {
+			return fsys, crashModel{}, crashModel{}
+		}
+		t.Fatal(err)
+	}
+	defer l.close()
+	byGroup := map[string][]crashOp{}
+	for _, op := range ops {
+		byGroup[op.id] = append(byGroup[op.id], op)
+	}
+	type result struct {
+		acked, maybe *modelGroup
+		err          error
+	}
+	results := make(map[string]*result, len(byGroup))
+	for id := range byGroup {
+		results[id] = &result{}
+	}
+	var wg sync.WaitGroup
+	for id, ops := range byGroup {
+		r := results[id]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a := crashModel{}
+			a.group(id)
+			for _, op := range ops {
+				m := a.clone()
+				op.apply(m)
+				if err := op.do(l); err != nil {
+					r.acked, r.maybe, r.err = a[id], m[id], fmt.Errorf("%s: %w", op.desc, err)
+					return
+				}
+				a = m
+			}
+			r.acked, r.maybe = a[id], a[id]
+		}()
+	}
+	wg.Wait()
+	acked, maybe = crashModel{}, crashModel{}
+	for id, r := range results {
+		if r.err != nil && !fsys.crashed {
+			t.Fatalf("%v with no crash", r.err)
+		}
+		acked[id], maybe[id] = r.acked, r.maybe
+	}
+	return fsys, acked, maybe
+}
+
+// crashFlipCheck flips a bit at rest in img (a copy is changed) in data
+// that was synced and followed by a later synced write in the same
+// segment, and checks that opening fails with a CorruptionError naming the
+// segment: it must never be cut off as a torn tail. It returns false if no
+// segment has two synced writes.
+func crashFlipCheck(t testing.TB, img *faultFS, segSize int64, rng *rand.Rand, what string) bool {
+	t.Helper()
+	img = img.clone()
+	var cands []string
+	for _, n := range img.files(crashDir, ".seg") {
+		if w := img.names[n].syncedWrites; len(w) >= 2 && w[len(w)-1] > 0 {
+			cands = append(cands, n)
+		}
+	}
+	if len(cands) == 0 {
+		return false
+	}
+	seg := cands[rng.IntN(len(cands))]
+	w := img.names[seg].syncedWrites
+	next := w[len(w)-1]
+	at := rng.Int64N(next)
+	img.flip(seg, at, uint(rng.IntN(8)))
+	l, err := openSharedLogFS(img, crashDir, segSize)
+	var ce *CorruptionError
+	if !errors.As(err, &ce) || !errors.Is(err, ErrCorrupt) || ce.File != seg || ce.Offset > at {
+		if err == nil {
+			l.close()
+		}
+		t.Fatalf("%s, then a bit flipped at rest at %d of %s (synced, a synced write at %d after it): open gave %v, want a CorruptionError for it", what, at, seg, next, err)
+	}
+	return true
+}
+
 const crashSegSize = 4 << 10
 
 // TestCrashPoints crashes the script after every file operation in turn
@@ -296,16 +414,21 @@ func TestCrashPoints(t *testing.T) {
 	crashCheck(t, img, crashSegSize, ids, acked, acked, "no crash")
 	tears := []tear{tearDrop, tearAll, tearCut, tearHole, tearFlip}
 	points := 0
+	flips := 0
 	for at := 1; at <= calls; at++ {
 		fsys, acked, maybe := crashRun(t, ops, crashSegSize, at)
 		for _, tr := range tears {
 			what := fmt.Sprintf("crash after call %d (%s), %v", at, fsys.trace[at-1], tr)
 			rng := rand.New(rand.NewPCG(uint64(at), uint64(tr)))
-			crashCheck(t, fsys.crashImage(tr, rng), crashSegSize, ids, acked, maybe, what)
+			img := fsys.crashImage(tr, rng)
+			if tr == tearCut && crashFlipCheck(t, img, crashSegSize, rng, what) {
+				flips++
+			}
+			crashCheck(t, img, crashSegSize, ids, acked, maybe, what)
 			points++
 		}
 	}
-	t.Logf("%d operations, %d file calls, %d crash points checked", len(ops), calls, points)
+	t.Logf("%d operations, %d file calls, %d crash points checked (%d tear modes), %d bit flips at rest found", len(ops), calls, points, len(tears), flips)
 }
 
 // checkScriptCovers fails unless the script's run (fsys, not crashed)
@@ -447,4 +570,72 @@ func TestSharedLogCorruption(t *testing.T) {
 			t.Fatalf("the torn tail at %d was not cut off", start)
 		}
 	})
+}
+
+// TestCrashRandom runs random scripts (rounds, entry sizes, segment sizes)
+// sequentially or with a goroutine per group (writes sharing batches),
+// crashes them at a random file call, tears what was not synced in a
+// random way (dropped, kept, cut at a random byte, a middle page reverted,
+// a bit flipped), sometimes crashes the recovery too, sometimes flips a
+// synced bit at rest (which must be reported), and checks what reopens.
+// make test runs 400 seeds; LDCD_CRASH_SOAK=N runs N (1: 2000) from a seed
+// that changes every run, LDCD_CRASH_SEED=S starts at S (to replay one).
+func TestCrashRandom(t *testing.T) {
+	seeds, base := 400, uint64(1)
+	if v := os.Getenv("LDCD_CRASH_SOAK"); v != "" {
+		seeds = 2000
+		if n, err := strconv.Atoi(v); err == nil && n > 1 {
+			seeds = n
+		}
+		base = uint64(time.Now().UnixNano())
+	}
+	if v := os.Getenv("LDCD_CRASH_SEED"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base = n
+	}
+	t.Logf("seeds %d..%d", base, base+uint64(seeds)-1)
+	var crashed, flips, recoveryCrashes, concurrentRuns int
+	for s := 0; s < seeds; s++ {
+		seed := base + uint64(s)
+		rng := rand.New(rand.NewPCG(seed, 7))
+		rounds := 10 + rng.IntN(50)
+		segSize := int64(2<<10 + rng.IntN(6<<10))
+		ops, ids := crashScript(rng, rounds)
+		concurrent := rng.IntN(2) == 0
+		fsys0, _, _ := crashRun(t, ops, segSize, 0)
+		at := 1 + rng.IntN(fsys0.calls)
+		fsys, acked, maybe := crashRunWith(t, ops, segSize, at, concurrent)
+		tr := tear(rng.IntN(5))
+		what := fmt.Sprintf("seed %d (LDCD_CRASH_SEED=%d; %d rounds, %d-byte segments, concurrent %v): crash after call %d of %d, %v",
+			seed, seed, rounds, segSize, concurrent, at, fsys0.calls, tr)
+		if fsys.crashed {
+			crashed++
+		}
+		if concurrent {
+			concurrentRuns++
+		}
+		img := fsys.crashImage(tr, rng)
+		if rng.IntN(3) == 0 {
+			// The recovery crashes too, after one of its first calls
+			// (the truncation of a torn tail and its sync, the
+			// allocation, a write).
+			img.crashAt = img.calls + 1 + rng.IntN(4)
+			if l, err := openSharedLogFS(img, crashDir, segSize); err == nil {
+				l.close()
+			}
+			tr2 := tear(rng.IntN(5))
+			what += fmt.Sprintf(", recovery crashed after its call %d, %v", img.crashAt, tr2)
+			img = img.crashImage(tr2, rng)
+			recoveryCrashes++
+		}
+		if rng.IntN(2) == 0 && crashFlipCheck(t, img, segSize, rng, what) {
+			flips++
+		}
+		crashCheck(t, img, segSize, ids, acked, maybe, what)
+	}
+	t.Logf("%d seeds: %d crashed (%d with concurrent writers), %d recoveries crashed, %d bit flips at rest found",
+		seeds, crashed, concurrentRuns, recoveryCrashes, flips)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -55,6 +56,9 @@ type faultInode struct {
 	data    []byte    // what reads see (the page cache)
 	synced  []byte    // what the disk holds
 	pending []faultOp // what happened to data since synced, in order
+	// syncedWrites are where the writes that reached the disk began, in
+	// order (the shared log's batches).
+	syncedWrites []int64
 }
 
 type faultOp struct {
@@ -277,7 +281,23 @@ func (f *faultFS) crashImage(t tear, rng *rand.Rand) *faultFS {
 				}
 			}
 		}
-		ino2 := &faultInode{name: n, data: data, synced: slices.Clone(data)}
+		ino2 := &faultInode{name: n, data: data, synced: slices.Clone(data),
+			syncedWrites: slices.DeleteFunc(slices.Clone(ino.syncedWrites), func(o int64) bool { return o >= int64(len(data)) })}
+		g.names[n] = ino2
+		g.durable[n] = ino2
+	}
+	return g
+}
+
+// clone is a copy of f at rest: its durable names and what they hold.
+func (f *faultFS) clone() *faultFS {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	g := newFaultFS()
+	maps.Copy(g.dirs, f.dirs)
+	for n, ino := range f.durable {
+		ino2 := &faultInode{name: n, data: slices.Clone(ino.synced), synced: slices.Clone(ino.synced),
+			syncedWrites: slices.Clone(ino.syncedWrites)}
 		g.names[n] = ino2
 		g.durable[n] = ino2
 	}
@@ -380,8 +400,10 @@ func (f *faultFile) Sync() error {
 	for _, op := range f.ino.pending {
 		if op.size {
 			f.ino.synced = resized(f.ino.synced, op.off)
+			f.ino.syncedWrites = slices.DeleteFunc(f.ino.syncedWrites, func(o int64) bool { return o >= op.off })
 			continue
 		}
+		f.ino.syncedWrites = append(f.ino.syncedWrites, op.off)
 		if end := op.off + int64(len(op.b)); int64(len(f.ino.synced)) < end {
 			f.ino.synced = resized(f.ino.synced, end)
 		}

@@ -770,6 +770,7 @@ func (l *sharedLog) rotate() error {
 		buf = append(buf, record(recReplace, g.id, payload)...)
 		moves = append(moves, moved{g: g, first: first, payload: payload, off: off})
 	}
+	base := l.end // 0: the segment is new
 	if len(buf) > batchHeaderLen {
 		if err := l.append(buf); err != nil {
 			return err
@@ -778,7 +779,7 @@ func (l *sharedLog) rotate() error {
 	for _, m := range moves {
 		m.g.mu.Lock()
 		// One swap: readers see the old places or the new.
-		err := m.g.applyLocked(recReplace, m.payload, l.active, m.off+payloadAt(m.g.id))
+		err := m.g.applyLocked(recReplace, m.payload, l.active, base+m.off+payloadAt(m.g.id))
 		m.g.mu.Unlock()
 		if err != nil {
 			return err
@@ -846,12 +847,16 @@ func (l *sharedLog) group(id string) (*sharedGroupLog, error) {
 
 // drop forgets group id's log and stable state.
 func (l *sharedLog) drop(id string) error {
-	err := l.write(record(recDrop, id, nil), nil)
-	l.mu.Lock()
-	delete(l.groups, id)
-	delete(l.recovered, id)
-	l.mu.Unlock()
-	return err
+	// The group leaves the maps on the commit loop, right after the drop
+	// is synced: a rotation that ran later with the group still there
+	// (removed once drop returned, before) wrote its state back after the
+	// drop record, and the next start found the group again.
+	return l.write(record(recDrop, id, nil), func(uint64, int64) {
+		l.mu.Lock()
+		delete(l.groups, id)
+		delete(l.recovered, id)
+		l.mu.Unlock()
+	})
 }
 
 // sharedGroupLog is one group's raft.LogStore and raft.StableStore in a
