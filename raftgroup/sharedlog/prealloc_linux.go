@@ -1,4 +1,4 @@
-package raftgroup
+package sharedlog
 
 import (
 	"os"

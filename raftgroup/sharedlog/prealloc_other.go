@@ -1,6 +1,6 @@
 //go:build !linux
 
-package raftgroup
+package sharedlog
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package raftgroup
+package sharedlog
 
 import (
 	"errors"
@@ -91,11 +91,11 @@ func (f osFile) Allocate(size int64) error { return preallocate(f.File, size) }
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("raftgroup: sync directory: %w", err)
+		return fmt.Errorf("sharedlog: sync directory: %w", err)
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("raftgroup: sync directory %s: %w", dir, err)
+		return fmt.Errorf("sharedlog: sync directory %s: %w", dir, err)
 	}
 	return nil
 }

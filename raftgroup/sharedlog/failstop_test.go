@@ -1,4 +1,4 @@
-package raftgroup
+package sharedlog
 
 import (
 	"errors"
@@ -28,14 +28,14 @@ func TestSharedLogFailStop(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("%s %v", c.call, c.err), func(t *testing.T) {
 			fsys := newFaultFS()
-			l, err := openSharedLogFS(fsys, crashDir, 1<<20)
+			l, err := openFS(fsys, crashDir, 1<<20)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer l.close()
+			defer l.Close()
 			ids := []string{"a", "b", "c", "d"}
 			for _, id := range ids {
-				g, _ := l.group(id)
+				g, _ := l.Group(id)
 				for i := uint64(1); i <= 5; i++ {
 					if err := g.StoreLog(entry(i, 1, 50)); err != nil {
 						t.Fatal(err)
@@ -59,7 +59,7 @@ func TestSharedLogFailStop(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					g, _ := l.group(id)
+					g, _ := l.Group(id)
 					errs[k] = g.StoreLog(entry(6, 1, 50))
 				}()
 			}
@@ -68,45 +68,45 @@ func TestSharedLogFailStop(t *testing.T) {
 			for _, err := range errs {
 				if err != nil {
 					failed++
-					if !errors.Is(err, ErrLogFailed) || !errors.Is(err, c.err) {
-						t.Fatalf("a failed append: %v, want ErrLogFailed and %v", err, c.err)
+					if !errors.Is(err, ErrFailed) || !errors.Is(err, c.err) {
+						t.Fatalf("a failed append: %v, want ErrFailed and %v", err, c.err)
 					}
 				}
 			}
 			if failed == 0 {
 				t.Fatal("no append saw the failure")
 			}
-			if err := l.Err(); !errors.Is(err, ErrLogFailed) || !errors.Is(err, c.err) {
+			if err := l.Err(); !errors.Is(err, ErrFailed) || !errors.Is(err, c.err) {
 				t.Fatalf("Err after a failure: %v", err)
 			}
 			calls := fsys.calls
-			g, _ := l.group("a")
+			g, _ := l.Group("a")
 			for _, op := range []func() error{
 				func() error { return g.StoreLog(entry(7, 1, 50)) },
 				func() error { return g.StoreLogs([]*raft.Log{entry(7, 1, 50)}) },
 				func() error { return g.DeleteRange(1, 2) },
 				func() error { return g.SetUint64([]byte("CurrentTerm"), 5) },
-				func() error { return l.drop("b") },
+				func() error { return l.Drop("b") },
 			} {
-				if err := op(); !errors.Is(err, ErrLogFailed) {
-					t.Fatalf("a write after the failure: %v, want ErrLogFailed", err)
+				if err := op(); !errors.Is(err, ErrFailed) {
+					t.Fatalf("a write after the failure: %v, want ErrFailed", err)
 				}
 			}
 			if fsys.calls != calls {
 				t.Fatalf("the failed log made %d more file calls: %v", fsys.calls-calls, fsys.trace[calls:])
 			}
-			if err := l.close(); !errors.Is(err, ErrLogFailed) {
-				t.Fatalf("close of a failed log: %v, want ErrLogFailed", err)
+			if err := l.Close(); !errors.Is(err, ErrFailed) {
+				t.Fatalf("close of a failed log: %v, want ErrFailed", err)
 			}
 			// What was acknowledged is there after a crash, whatever the
 			// disk kept of the failed write.
 			for _, tr := range []tear{tearDrop, tearAll} {
-				l2, err := openSharedLogFS(fsys.crashImage(tr, nil), crashDir, 1<<20)
+				l2, err := openFS(fsys.crashImage(tr, nil), crashDir, 1<<20)
 				if err != nil {
 					t.Fatalf("%v: reopen: %v", tr, err)
 				}
 				for k, id := range ids {
-					g, _ := l2.group(id)
+					g, _ := l2.Group(id)
 					last := uint64(5)
 					if errs[k] == nil {
 						last = 6
@@ -117,7 +117,7 @@ func TestSharedLogFailStop(t *testing.T) {
 					}
 					checkLog(t, g, 1, got, func(uint64) uint64 { return 1 }, 50)
 				}
-				l2.close()
+				l2.Close()
 			}
 		})
 	}

@@ -1,4 +1,4 @@
-package raftgroup
+package sharedlog
 
 import (
 	"encoding/binary"
@@ -18,8 +18,8 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// A shared log keeps the Raft logs and stable state of every group of a node
-// that uses it in one sequence of append-only segment files, and writes what
+// Log, a shared log, keeps the Raft logs and stable state of every group of
+// a node that uses it in one sequence of append-only segment files, and writes what
 // groups append at the same time with one write and one fsync (group
 // commit), where a log per group syncs once per group and batch.
 //
@@ -60,20 +60,20 @@ import (
 // segments older than every group's oldest live entry are deleted. Since
 // deletion is oldest first, a record that deletes entries always outlives
 // them, and replay from the first segment left gives the same logs.
-type sharedLog struct {
+type Log struct {
 	fs      logFS // the only way it touches files
 	dir     string
 	segSize int64
 
 	mu      sync.Mutex // guards queue, running, failed, groups and recovered
-	queue   []*sharedOp
+	queue   []*writeOp
 	running bool
 	// failed is set once a write, an fsync or a rotation failed (wrapping
-	// ErrLogFailed and the cause), and never cleared: see fail.
+	// ErrFailed and the cause), and never cleared: see fail.
 	failed error
-	groups map[string]*sharedGroupLog
+	groups map[string]*GroupLog
 	// recovered holds what the segments held for groups not opened yet.
-	recovered map[string]*sharedGroupLog
+	recovered map[string]*GroupLog
 
 	// segMu guards segs; reads hold it for reading across the read, so a
 	// segment is never closed under one.
@@ -100,12 +100,12 @@ type sharedLog struct {
 // crash that leaves one behind leaves no segment that is not one.
 const spareName = "spare.tmp"
 
-// Segment defaults: 64 MiB files; groups whose oldest entry is more than 3
-// segments old are copied forward.
-const (
-	sharedSegmentSize = 64 << 20
-	keepSegments      = 3
-)
+// DefaultSegmentSize is the size of a segment file a node uses.
+const DefaultSegmentSize = 64 << 20
+
+// Groups whose oldest entry is more than keepSegments segments old are
+// copied forward.
+const keepSegments = 3
 
 const (
 	recEntries = 1 // count, then each entry behind a uvarint length
@@ -129,30 +129,37 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 var errKeyNotFound = errors.New("not found") // hashicorp/raft compares the message
 
-type sharedOp struct {
+// errClosed stops a spare being written when the log closes.
+var errClosed = errors.New("sharedlog: closed")
+
+type writeOp struct {
 	rec   []byte
 	apply func(seq uint64, off int64) // where rec landed; after the sync, in order
 	done  chan error
 }
 
-func openSharedLog(dir string, segSize int64) (*sharedLog, error) {
-	return openSharedLogFS(osFS{}, dir, segSize)
+// Open opens the shared log in directory dir (made if missing), whose
+// segments are segSize bytes, and recovers what it holds: a torn tail of
+// the last write is cut off, and damaged data that was synced fails the
+// open with a *CorruptionError.
+func Open(dir string, segSize int64) (*Log, error) {
+	return openFS(osFS{}, dir, segSize)
 }
 
-// openSharedLogFS opens the shared log in dir of fsys.
-func openSharedLogFS(fsys logFS, dir string, segSize int64) (*sharedLog, error) {
+// openFS opens the shared log in dir of fsys.
+func openFS(fsys logFS, dir string, segSize int64) (*Log, error) {
 	if err := fsys.MkdirAll(dir); err != nil {
-		return nil, fmt.Errorf("raftgroup: shared log: %w", err)
+		return nil, fmt.Errorf("sharedlog: %w", err)
 	}
-	l := &sharedLog{fs: fsys, dir: dir, segSize: segSize, segs: map[uint64]logFile{},
-		groups: map[string]*sharedGroupLog{}, recovered: map[string]*sharedGroupLog{},
+	l := &Log{fs: fsys, dir: dir, segSize: segSize, segs: map[uint64]logFile{},
+		groups: map[string]*GroupLog{}, recovered: map[string]*GroupLog{},
 		stop: make(chan struct{})}
 	// A spare a crash interrupted may be partly written: make it again.
 	if err := removeIfExists(fsys, filepath.Join(dir, spareName)); err != nil {
-		return nil, fmt.Errorf("raftgroup: shared log: %w", err)
+		return nil, fmt.Errorf("sharedlog: %w", err)
 	}
 	if err := l.recover(); err != nil {
-		l.close()
+		l.Close()
 		return nil, err
 	}
 	l.opened = true
@@ -162,10 +169,10 @@ func openSharedLogFS(fsys logFS, dir string, segSize int64) (*sharedLog, error) 
 func segName(seq uint64) string { return fmt.Sprintf("%020d.seg", seq) }
 
 // recover opens the segments in order and replays their records.
-func (l *sharedLog) recover() error {
+func (l *Log) recover() error {
 	names, err := l.fs.ReadDir(l.dir)
 	if err != nil {
-		return fmt.Errorf("raftgroup: shared log: %w", err)
+		return fmt.Errorf("sharedlog: %w", err)
 	}
 	var seqs []uint64
 	for _, n := range names {
@@ -174,7 +181,7 @@ func (l *sharedLog) recover() error {
 		}
 		seq, err := strconv.ParseUint(strings.TrimSuffix(n, ".seg"), 10, 64)
 		if err != nil || n != segName(seq) {
-			return fmt.Errorf("raftgroup: shared log: unexpected file %s", n)
+			return fmt.Errorf("sharedlog: unexpected file %s", n)
 		}
 		seqs = append(seqs, seq)
 	}
@@ -185,7 +192,7 @@ func (l *sharedLog) recover() error {
 	for i, seq := range seqs {
 		f, err := l.fs.OpenFile(filepath.Join(l.dir, segName(seq)), os.O_RDWR)
 		if err != nil {
-			return fmt.Errorf("raftgroup: shared log: %w", err)
+			return fmt.Errorf("sharedlog: %w", err)
 		}
 		l.segs[seq] = f
 		end, err := l.replaySegment(seq, f, i == len(seqs)-1)
@@ -199,7 +206,7 @@ func (l *sharedLog) recover() error {
 
 // createSegment makes segment seq the active one: the spare, if one is
 // ready, else a new file.
-func (l *sharedLog) createSegment(seq uint64) error {
+func (l *Log) createSegment(seq uint64) error {
 	name := filepath.Join(l.dir, segName(seq))
 	// seq is past every segment recovery found (and it found them all), so
 	// the rename below replaces nothing.
@@ -217,13 +224,13 @@ func (l *sharedLog) createSegment(seq uint64) error {
 		var err error
 		f, err = l.fs.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL)
 		if err != nil {
-			return fmt.Errorf("raftgroup: shared log: %w", err)
+			return fmt.Errorf("sharedlog: %w", err)
 		}
 		f.Allocate(l.segSize) // best effort: a file that grows is slower, not wrong
 	}
 	if err := l.fs.SyncDir(l.dir); err != nil {
 		f.Close()
-		return fmt.Errorf("raftgroup: shared log: %w", err)
+		return fmt.Errorf("sharedlog: %w", err)
 	}
 	l.segMu.Lock()
 	l.segs[seq] = f
@@ -267,10 +274,10 @@ func (l *sharedLog) createSegment(seq uint64) error {
 // ends the log. A forged header inside an entry's data (a client's value
 // that holds one, at exactly the offset where it lands) could only make
 // opening fail, never hide data.
-func (l *sharedLog) replaySegment(seq uint64, f logFile, last bool) (int64, error) {
+func (l *Log) replaySegment(seq uint64, f logFile, last bool) (int64, error) {
 	data, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<62))
 	if err != nil {
-		return 0, fmt.Errorf("raftgroup: shared log: %w", err)
+		return 0, fmt.Errorf("sharedlog: %w", err)
 	}
 	name := filepath.Join(l.dir, segName(seq))
 	corrupt := func(off int64, format string, args ...any) error {
@@ -334,10 +341,10 @@ replay:
 	// (no write began after it, see above). The cut is synced before the
 	// log writes after it.
 	if err := f.Truncate(off); err != nil {
-		return 0, fmt.Errorf("raftgroup: shared log: truncate torn tail: %w", err)
+		return 0, fmt.Errorf("sharedlog: truncate torn tail: %w", err)
 	}
 	if err := f.Sync(); err != nil {
-		return 0, fmt.Errorf("raftgroup: shared log: truncate torn tail: %w", err)
+		return 0, fmt.Errorf("sharedlog: truncate torn tail: %w", err)
 	}
 	f.Allocate(l.segSize)
 	return off, nil
@@ -417,7 +424,7 @@ func allZero(b []byte) bool {
 	return true
 }
 
-func (l *sharedLog) replay(body []byte, seq uint64, off int64) error {
+func (l *Log) replay(body []byte, seq uint64, off int64) error {
 	typ, id, payload, err := splitRecord(body)
 	if err != nil {
 		return err
@@ -428,7 +435,7 @@ func (l *sharedLog) replay(body []byte, seq uint64, off int64) error {
 	}
 	g := l.recovered[id]
 	if g == nil {
-		g = &sharedGroupLog{l: l, id: id, stable: map[string][]byte{}}
+		g = &GroupLog{l: l, id: id, stable: map[string][]byte{}}
 		l.recovered[id] = g
 	}
 	return g.applyRecord(typ, payload, seq, off+8+int64(len(body)-len(payload)))
@@ -446,9 +453,10 @@ func splitRecord(body []byte) (typ byte, id string, payload []byte, err error) {
 	return typ, string(idb), rest, nil
 }
 
-// close closes the segments, cutting the active one's unused space off,
-// and drops a spare. Nothing may write meanwhile.
-func (l *sharedLog) close() error {
+// Close closes the segments, cutting the active one's unused space off,
+// and drops a spare. Nothing may write meanwhile; a second call does
+// nothing more.
+func (l *Log) Close() error {
 	l.spareMu.Lock()
 	first := !l.closed
 	if first {
@@ -492,7 +500,7 @@ func (l *sharedLog) close() error {
 
 // prepareSpare starts writing a spare segment unless one is ready or being
 // written.
-func (l *sharedLog) prepareSpare() {
+func (l *Log) prepareSpare() {
 	l.spareMu.Lock()
 	if l.spare != nil || l.preparing || l.closed {
 		l.spareMu.Unlock()
@@ -508,7 +516,7 @@ func (l *sharedLog) prepareSpare() {
 	go l.writeSpare()
 }
 
-func (l *sharedLog) writeSpare() {
+func (l *Log) writeSpare() {
 	defer l.spareWG.Done()
 	f, err := writeZeros(l.fs, filepath.Join(l.dir, spareName), l.segSize, l.stop)
 	l.spareMu.Lock()
@@ -535,7 +543,7 @@ func writeZeros(fsys logFS, name string, size int64, stop <-chan struct{}) (logF
 	for off := int64(0); off < size && err == nil; off += int64(len(zeros)) {
 		select {
 		case <-stop:
-			err = ErrClosed
+			err = errClosed
 		default:
 			if _, err = f.WriteAt(zeros[:min(int64(len(zeros)), size-off)], off); err == nil {
 				err = f.Sync()
@@ -585,8 +593,8 @@ func uvarintLen(v uint64) int {
 
 // write appends rec in the next group commit and returns once it is synced
 // and apply has run.
-func (l *sharedLog) write(rec []byte, apply func(seq uint64, off int64)) error {
-	op := &sharedOp{rec: rec, apply: apply, done: make(chan error, 1)}
+func (l *Log) write(rec []byte, apply func(seq uint64, off int64)) error {
+	op := &writeOp{rec: rec, apply: apply, done: make(chan error, 1)}
 	l.mu.Lock()
 	if l.failed != nil {
 		l.mu.Unlock()
@@ -602,7 +610,7 @@ func (l *sharedLog) write(rec []byte, apply func(seq uint64, off int64)) error {
 	return <-op.done
 }
 
-func (l *sharedLog) commitLoop() {
+func (l *Log) commitLoop() {
 	var buf []byte
 	for {
 		l.mu.Lock()
@@ -646,7 +654,7 @@ func (l *sharedLog) commitLoop() {
 // the header) at the end of the active segment and syncs it. Only the
 // commit loop calls it, one write at a time: the next write is issued
 // after this one's sync returned (replaySegment relies on it).
-func (l *sharedLog) append(buf []byte) error {
+func (l *Log) append(buf []byte) error {
 	l.segMu.RLock()
 	f := l.segs[l.active]
 	l.segMu.RUnlock()
@@ -659,17 +667,17 @@ func (l *sharedLog) append(buf []byte) error {
 		// Nothing more is written (the caller fails the log): what this
 		// write left, whole, torn or nothing, is the log's tail, as a
 		// crash would leave it.
-		return fmt.Errorf("raftgroup: shared log: segment %s at offset %d: %w", segName(l.active), l.end, err)
+		return fmt.Errorf("sharedlog: segment %s at offset %d: %w", segName(l.active), l.end, err)
 	}
 	l.end += int64(len(buf))
 	return nil
 }
 
-// ErrLogFailed is what every write to a shared log returns, wrapped with
+// ErrFailed is what every write to a shared log returns, wrapped with
 // the first error's cause, once a write, an fsync or a rotation of it
 // failed. The log then writes nothing more until the node restarts and
 // recovers it from what the disk holds.
-var ErrLogFailed = errors.New("raftgroup: shared log failed")
+var ErrFailed = errors.New("sharedlog: failed")
 
 // fail stops l for good after err: the commit loop answers the writes
 // waiting and every later one with the error it returns, and touches no
@@ -679,20 +687,20 @@ var ErrLogFailed = errors.New("raftgroup: shared log failed")
 // nothing (PostgreSQL's fsync lesson), so nothing is retried and nothing
 // more acknowledged. Restarting reopens the log from what the disk holds,
 // which recovery treats as after a crash.
-func (l *sharedLog) fail(err error) error {
+func (l *Log) fail(err error) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.failed == nil {
-		l.failed = fmt.Errorf("%w: %w", ErrLogFailed, err)
+		l.failed = fmt.Errorf("%w: %w", ErrFailed, err)
 	}
 	return l.failed
 }
 
 // Err returns nil while the log takes writes, and the error every write
-// gets (wrapping ErrLogFailed) once it has failed: its groups' replicas
+// gets (wrapping ErrFailed) once it has failed: its groups' replicas
 // can then neither append nor vote, and the node should take them out of
 // service.
-func (l *sharedLog) Err() error {
+func (l *Log) Err() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.failed
@@ -701,9 +709,9 @@ func (l *sharedLog) Err() error {
 // rotate starts the next segment with every group's stable state and the
 // live entries of the groups that pin old segments, then deletes the
 // segments no group needs. It runs on the commit loop, between writes.
-func (l *sharedLog) rotate() error {
+func (l *Log) rotate() error {
 	l.mu.Lock()
-	groups := make([]*sharedGroupLog, 0, len(l.groups)+len(l.recovered))
+	groups := make([]*GroupLog, 0, len(l.groups)+len(l.recovered))
 	for _, g := range l.groups {
 		groups = append(groups, g)
 	}
@@ -712,12 +720,12 @@ func (l *sharedLog) rotate() error {
 	}
 	l.mu.Unlock()
 	// In a fixed order, so that a run's bytes are too (the crash tests).
-	slices.SortFunc(groups, func(a, b *sharedGroupLog) int { return strings.Compare(a.id, b.id) })
+	slices.SortFunc(groups, func(a, b *GroupLog) int { return strings.Compare(a.id, b.id) })
 	if err := l.createSegment(l.active + 1); err != nil {
 		return err
 	}
 	type moved struct {
-		g       *sharedGroupLog
+		g       *GroupLog
 		first   uint64
 		payload []byte
 		off     int64
@@ -761,7 +769,7 @@ func (l *sharedLog) rotate() error {
 		for i, loc := range locs {
 			e := make([]byte, loc.n)
 			if err := l.readAt(e, loc); err != nil {
-				return fmt.Errorf("raftgroup: shared log: copy entry %d of %s forward: %w", first+uint64(i), g.id, err)
+				return fmt.Errorf("sharedlog: copy entry %d of %s forward: %w", first+uint64(i), g.id, err)
 			}
 			payload = binary.AppendUvarint(payload, uint64(len(e)))
 			payload = append(payload, e...)
@@ -807,18 +815,18 @@ func (l *sharedLog) rotate() error {
 	slices.Sort(gone)
 	for _, seq := range gone { // oldest first: a crash leaves a suffix
 		if err := l.fs.Remove(filepath.Join(l.dir, segName(seq))); err != nil {
-			return fmt.Errorf("raftgroup: shared log: %w", err)
+			return fmt.Errorf("sharedlog: %w", err)
 		}
 	}
 	if len(gone) > 0 {
 		if err := l.fs.SyncDir(l.dir); err != nil {
-			return fmt.Errorf("raftgroup: shared log: %w", err)
+			return fmt.Errorf("sharedlog: %w", err)
 		}
 	}
 	return nil
 }
 
-func (l *sharedLog) readAt(b []byte, loc entryLoc) error {
+func (l *Log) readAt(b []byte, loc entryLoc) error {
 	l.segMu.RLock()
 	defer l.segMu.RUnlock()
 	f := l.segs[loc.seg]
@@ -829,8 +837,8 @@ func (l *sharedLog) readAt(b []byte, loc entryLoc) error {
 	return err
 }
 
-// group returns the log and stable store of group id in l.
-func (l *sharedLog) group(id string) (*sharedGroupLog, error) {
+// Group returns the log and stable store of group id in l.
+func (l *Log) Group(id string) (*GroupLog, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if g := l.groups[id]; g != nil {
@@ -839,14 +847,14 @@ func (l *sharedLog) group(id string) (*sharedGroupLog, error) {
 	g := l.recovered[id]
 	delete(l.recovered, id)
 	if g == nil {
-		g = &sharedGroupLog{l: l, id: id, stable: map[string][]byte{}}
+		g = &GroupLog{l: l, id: id, stable: map[string][]byte{}}
 	}
 	l.groups[id] = g
 	return g, nil
 }
 
-// drop forgets group id's log and stable state.
-func (l *sharedLog) drop(id string) error {
+// Drop forgets group id's log and stable state.
+func (l *Log) Drop(id string) error {
 	// The group leaves the maps on the commit loop, right after the drop
 	// is synced: a rotation that ran later with the group still there
 	// (removed once drop returned, before) wrote its state back after the
@@ -859,10 +867,10 @@ func (l *sharedLog) drop(id string) error {
 	})
 }
 
-// sharedGroupLog is one group's raft.LogStore and raft.StableStore in a
+// GroupLog is one group's raft.LogStore and raft.StableStore in a
 // shared log.
-type sharedGroupLog struct {
-	l  *sharedLog
+type GroupLog struct {
+	l  *Log
 	id string
 
 	mu     sync.RWMutex // guards the fields below
@@ -877,7 +885,18 @@ type entryLoc struct {
 	n   int32
 }
 
-func (g *sharedGroupLog) FirstIndex() (uint64, error) {
+// FirstIndex, LastIndex, GetLog, StoreLog, StoreLogs and DeleteRange
+// implement raft.LogStore; Set, Get, SetUint64 and GetUint64
+// raft.StableStore. A write returns once it is synced, and fails with
+// ErrFailed for good once the log has failed.
+var (
+	_ raft.LogStore          = (*GroupLog)(nil)
+	_ raft.StableStore       = (*GroupLog)(nil)
+	_ raft.MonotonicLogStore = (*GroupLog)(nil)
+)
+
+// FirstIndex implements raft.LogStore.
+func (g *GroupLog) FirstIndex() (uint64, error) {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	if len(g.locs) == 0 {
@@ -886,7 +905,8 @@ func (g *sharedGroupLog) FirstIndex() (uint64, error) {
 	return g.first, nil
 }
 
-func (g *sharedGroupLog) LastIndex() (uint64, error) {
+// LastIndex implements raft.LogStore.
+func (g *GroupLog) LastIndex() (uint64, error) {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	if len(g.locs) == 0 {
@@ -895,7 +915,8 @@ func (g *sharedGroupLog) LastIndex() (uint64, error) {
 	return g.first + uint64(len(g.locs)) - 1, nil
 }
 
-func (g *sharedGroupLog) GetLog(index uint64, log *raft.Log) error {
+// GetLog implements raft.LogStore.
+func (g *GroupLog) GetLog(index uint64, log *raft.Log) error {
 	// segMu first, so that no rotation moves or deletes the entry between
 	// finding and reading it.
 	g.l.segMu.RLock()
@@ -909,20 +930,22 @@ func (g *sharedGroupLog) GetLog(index uint64, log *raft.Log) error {
 	g.mu.RUnlock()
 	f := g.l.segs[loc.seg]
 	if f == nil {
-		return fmt.Errorf("raftgroup: shared log: entry %d of %s: segment %s is gone", index, g.id, segName(loc.seg))
+		return fmt.Errorf("sharedlog: entry %d of %s: segment %s is gone", index, g.id, segName(loc.seg))
 	}
 	b := make([]byte, loc.n)
 	if _, err := f.ReadAt(b, loc.off); err != nil {
-		return fmt.Errorf("raftgroup: shared log: read entry %d: %w", index, err)
+		return fmt.Errorf("sharedlog: read entry %d: %w", index, err)
 	}
 	return decodeLog(b, log)
 }
 
-func (g *sharedGroupLog) StoreLog(log *raft.Log) error {
+// StoreLog implements raft.LogStore.
+func (g *GroupLog) StoreLog(log *raft.Log) error {
 	return g.StoreLogs([]*raft.Log{log})
 }
 
-func (g *sharedGroupLog) StoreLogs(logs []*raft.Log) error {
+// StoreLogs implements raft.LogStore.
+func (g *GroupLog) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
 		return nil
 	}
@@ -948,7 +971,8 @@ func (g *sharedGroupLog) StoreLogs(logs []*raft.Log) error {
 	})
 }
 
-func (g *sharedGroupLog) DeleteRange(min, max uint64) error {
+// DeleteRange implements raft.LogStore.
+func (g *GroupLog) DeleteRange(min, max uint64) error {
 	payload := deletePayload(min, max)
 	return g.l.write(record(recDelete, g.id, payload), func(uint64, int64) {
 		g.applyRecord(recDelete, payload, 0, 0)
@@ -969,13 +993,13 @@ func stablePayload(key, val []byte) []byte {
 
 // applyRecord applies a record of g's whose payload starts at offset at of
 // segment seq.
-func (g *sharedGroupLog) applyRecord(typ byte, payload []byte, seq uint64, at int64) error {
+func (g *GroupLog) applyRecord(typ byte, payload []byte, seq uint64, at int64) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.applyLocked(typ, payload, seq, at)
 }
 
-func (g *sharedGroupLog) applyLocked(typ byte, payload []byte, seq uint64, at int64) error {
+func (g *GroupLog) applyLocked(typ byte, payload []byte, seq uint64, at int64) error {
 	switch typ {
 	case recEntries:
 		count, k := binary.Uvarint(payload)
@@ -1047,7 +1071,7 @@ func (g *sharedGroupLog) applyLocked(typ byte, payload []byte, seq uint64, at in
 		p := len(payload) - len(rest)
 		// Validate the entries before anything changes: a malformed
 		// record leaves the group as it was.
-		probe := &sharedGroupLog{}
+		probe := &GroupLog{}
 		if err := probe.applyLocked(recEntries, rest, seq, at+int64(p)); err != nil {
 			return err
 		}
@@ -1063,19 +1087,21 @@ func (g *sharedGroupLog) applyLocked(typ byte, payload []byte, seq uint64, at in
 		}
 		g.stable[string(key)] = val
 	default:
-		return fmt.Errorf("raftgroup: shared log: record type %d", typ)
+		return fmt.Errorf("sharedlog: record type %d", typ)
 	}
 	return nil
 }
 
-func (g *sharedGroupLog) Set(key, val []byte) error {
+// Set implements raft.StableStore.
+func (g *GroupLog) Set(key, val []byte) error {
 	payload := stablePayload(key, val)
 	return g.l.write(record(recStable, g.id, payload), func(uint64, int64) {
 		g.applyRecord(recStable, payload, 0, 0)
 	})
 }
 
-func (g *sharedGroupLog) Get(key []byte) ([]byte, error) {
+// Get implements raft.StableStore.
+func (g *GroupLog) Get(key []byte) ([]byte, error) {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	v, ok := g.stable[string(key)]
@@ -1085,19 +1111,21 @@ func (g *sharedGroupLog) Get(key []byte) ([]byte, error) {
 	return append([]byte(nil), v...), nil
 }
 
-func (g *sharedGroupLog) SetUint64(key []byte, val uint64) error {
+// SetUint64 implements raft.StableStore.
+func (g *GroupLog) SetUint64(key []byte, val uint64) error {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], val)
 	return g.Set(key, b[:])
 }
 
-func (g *sharedGroupLog) GetUint64(key []byte) (uint64, error) {
+// GetUint64 implements raft.StableStore.
+func (g *GroupLog) GetUint64(key []byte) (uint64, error) {
 	v, err := g.Get(key)
 	if err != nil {
 		return 0, err
 	}
 	if len(v) != 8 {
-		return 0, fmt.Errorf("raftgroup: shared log: stable key %q holds %d bytes, want 8", key, len(v))
+		return 0, fmt.Errorf("sharedlog: stable key %q holds %d bytes, want 8", key, len(v))
 	}
 	return binary.BigEndian.Uint64(v), nil
 }
@@ -1105,10 +1133,10 @@ func (g *sharedGroupLog) GetUint64(key []byte) (uint64, error) {
 // IsMonotonic implements raft.MonotonicLogStore: after installing a
 // snapshot raft deletes the whole log rather than leave a gap before the
 // entries that follow it.
-func (g *sharedGroupLog) IsMonotonic() bool { return true }
+func (g *GroupLog) IsMonotonic() bool { return true }
 
 // Close implements io.Closer; the shared log outlives its groups.
-func (g *sharedGroupLog) Close() error { return nil }
+func (g *GroupLog) Close() error { return nil }
 
 // appendLog appends l to b: index, term, type, appended-at (Unix ns), then
 // data and extensions, each behind a uvarint length; logLen bytes.
@@ -1132,7 +1160,7 @@ func logLen(l *raft.Log) int {
 	return 25 + uvarintLen(uint64(len(l.Data))) + len(l.Data) + uvarintLen(uint64(len(l.Extensions))) + len(l.Extensions)
 }
 
-var errBadLog = errors.New("raftgroup: shared log: malformed record")
+var errBadLog = errors.New("sharedlog: malformed record")
 
 func decodeLog(b []byte, l *raft.Log) error {
 	if len(b) < 25 {
@@ -1178,7 +1206,7 @@ func lenBytes(b []byte, copied bool) (v, rest []byte, err error) {
 // tail of a write a crash cut off, which is never acknowledged and is cut
 // off, but data a replica may have acknowledged. The replica cannot vouch
 // for its log and must be rebuilt from its group's other replicas.
-var ErrCorrupt = errors.New("raftgroup: shared log: corrupt")
+var ErrCorrupt = errors.New("sharedlog: corrupt")
 
 // CorruptionError says which segment file is damaged and where.
 type CorruptionError struct {
@@ -1188,7 +1216,7 @@ type CorruptionError struct {
 }
 
 func (e *CorruptionError) Error() string {
-	return fmt.Sprintf("raftgroup: shared log: %s is corrupt at offset %d: %s", e.File, e.Offset, e.Reason)
+	return fmt.Sprintf("sharedlog: %s is corrupt at offset %d: %s", e.File, e.Offset, e.Reason)
 }
 
 // Unwrap makes errors.Is(err, ErrCorrupt) hold.

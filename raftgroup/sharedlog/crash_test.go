@@ -1,4 +1,4 @@
-package raftgroup
+package sharedlog
 
 import (
 	"bytes"
@@ -33,7 +33,7 @@ const crashDir = "/data/shared-log"
 type crashOp struct {
 	id    string // the group it changes
 	desc  string
-	do    func(l *sharedLog) error
+	do    func(l *Log) error
 	apply func(m crashModel)
 }
 
@@ -64,9 +64,9 @@ func (m crashModel) group(id string) *modelGroup {
 }
 
 // diff says how l differs from m, for the groups in ids; "" if it does not.
-func (m crashModel) diff(l *sharedLog, ids []string) string {
+func (m crashModel) diff(l *Log, ids []string) string {
 	for _, id := range ids {
-		g, _ := l.group(id)
+		g, _ := l.Group(id)
 		want := m[id]
 		if want == nil {
 			want = &modelGroup{}
@@ -131,8 +131,8 @@ func crashScript(rng *rand.Rand, rounds int) (ops []crashOp, ids []string) {
 		ops = append(ops, crashOp{
 			id:   id,
 			desc: fmt.Sprintf("%s: store %d..%d", id, logs[0].Index, logs[len(logs)-1].Index),
-			do: func(l *sharedLog) error {
-				g, _ := l.group(id)
+			do: func(l *Log) error {
+				g, _ := l.Group(id)
 				return g.StoreLogs(logs)
 			},
 			apply: func(m crashModel) {
@@ -147,8 +147,8 @@ func crashScript(rng *rand.Rand, rounds int) (ops []crashOp, ids []string) {
 		ops = append(ops, crashOp{
 			id:   id,
 			desc: fmt.Sprintf("%s: delete %d..%d", id, lo, hi),
-			do: func(l *sharedLog) error {
-				g, _ := l.group(id)
+			do: func(l *Log) error {
+				g, _ := l.Group(id)
 				return g.DeleteRange(lo, hi)
 			},
 			apply: func(m crashModel) {
@@ -163,8 +163,8 @@ func crashScript(rng *rand.Rand, rounds int) (ops []crashOp, ids []string) {
 		ops = append(ops, crashOp{
 			id:   id,
 			desc: fmt.Sprintf("%s: %s = %d", id, key, v),
-			do: func(l *sharedLog) error {
-				g, _ := l.group(id)
+			do: func(l *Log) error {
+				g, _ := l.Group(id)
 				return g.SetUint64([]byte(key), v)
 			},
 			apply: func(m crashModel) { m.group(id).stable[key] = v },
@@ -174,7 +174,7 @@ func crashScript(rng *rand.Rand, rounds int) (ops []crashOp, ids []string) {
 		ops = append(ops, crashOp{
 			id:   id,
 			desc: id + ": drop",
-			do:   func(l *sharedLog) error { return l.drop(id) },
+			do:   func(l *Log) error { return l.Drop(id) },
 			apply: func(m crashModel) {
 				g := m.group(id)
 				clear(g.entries)
@@ -240,7 +240,7 @@ func crashRunWith(t testing.TB, ops []crashOp, segSize int64, crashAt int, concu
 	t.Helper()
 	fsys = newFaultFS()
 	fsys.crashAt = crashAt
-	l, err := openSharedLogFS(fsys, crashDir, segSize)
+	l, err := openFS(fsys, crashDir, segSize)
 	if err != nil {
 		if crashAt > 0 && fsys.crashed {
 			return fsys, crashModel{}, crashModel{}
@@ -248,7 +248,7 @@ func crashRunWith(t testing.TB, ops []crashOp, segSize int64, crashAt int, concu
 		t.Fatal(err)
 	}
 	l.syncSpare = true
-	defer l.close()
+	defer l.Close()
 	acked = crashModel{}
 	for _, op := range ops {
 		maybe = acked.clone()
@@ -268,7 +268,7 @@ func crashRunWith(t testing.TB, ops []crashOp, segSize int64, crashAt int, concu
 // then it writes to every group, reopens, and checks again.
 func crashCheck(t testing.TB, img *faultFS, segSize int64, ids []string, acked, maybe crashModel, what string) {
 	t.Helper()
-	l, err := openSharedLogFS(img, crashDir, segSize)
+	l, err := openFS(img, crashDir, segSize)
 	if err != nil {
 		t.Fatalf("%s: reopen: %v", what, err)
 	}
@@ -278,7 +278,7 @@ func crashCheck(t testing.TB, img *faultFS, segSize int64, ids []string, acked, 
 	for _, id := range ids {
 		d1, d2 := acked.diff(l, []string{id}), maybe.diff(l, []string{id})
 		if d1 != "" && d2 != "" {
-			l.close()
+			l.Close()
 			t.Fatalf("%s: after reopening: %s (or, with the interrupted operation, %s)", what, d1, d2)
 		}
 		src := acked
@@ -291,7 +291,7 @@ func crashCheck(t testing.TB, img *faultFS, segSize int64, ids []string, acked, 
 	}
 	// The log goes on: one more entry in each group survives a reopen.
 	for _, id := range ids {
-		g, _ := l.group(id)
+		g, _ := l.Group(id)
 		last, _ := g.LastIndex()
 		e := &raft.Log{Index: last + 1, Term: 99, Type: raft.LogCommand, Data: []byte(id + strconv.Itoa(int(last)))}
 		if err := g.StoreLog(e); err != nil {
@@ -299,13 +299,13 @@ func crashCheck(t testing.TB, img *faultFS, segSize int64, ids []string, acked, 
 		}
 		m.group(id).entries[e.Index] = e
 	}
-	if err := l.close(); err != nil {
+	if err := l.Close(); err != nil {
 		t.Fatalf("%s: close: %v", what, err)
 	}
-	if l, err = openSharedLogFS(img, crashDir, segSize); err != nil {
+	if l, err = openFS(img, crashDir, segSize); err != nil {
 		t.Fatalf("%s: second reopen: %v", what, err)
 	}
-	defer l.close()
+	defer l.Close()
 	if d := m.diff(l, ids); d != "" {
 		t.Fatalf("%s: after writing and reopening: %s", what, d)
 	}
@@ -315,14 +315,14 @@ func crashRunConcurrent(t testing.TB, ops []crashOp, segSize int64, crashAt int)
 	t.Helper()
 	fsys = newFaultFS()
 	fsys.crashAt = crashAt
-	l, err := openSharedLogFS(fsys, crashDir, segSize)
+	l, err := openFS(fsys, crashDir, segSize)
 	if err != nil {
 		if crashAt > 0 && fsys.crashed {
 			return fsys, crashModel{}, crashModel{}
 		}
 		t.Fatal(err)
 	}
-	defer l.close()
+	defer l.Close()
 	byGroup := map[string][]crashOp{}
 	for _, op := range ops {
 		byGroup[op.id] = append(byGroup[op.id], op)
@@ -388,11 +388,11 @@ func crashFlipCheck(t testing.TB, img *faultFS, segSize int64, rng *rand.Rand, w
 	next := w[len(w)-1]
 	at := rng.Int64N(next)
 	img.flip(seg, at, uint(rng.IntN(8)))
-	l, err := openSharedLogFS(img, crashDir, segSize)
+	l, err := openFS(img, crashDir, segSize)
 	var ce *CorruptionError
 	if !errors.As(err, &ce) || !errors.Is(err, ErrCorrupt) || ce.File != seg || ce.Offset > at {
 		if err == nil {
-			l.close()
+			l.Close()
 		}
 		t.Fatalf("%s, then a bit flipped at rest at %d of %s (synced, a synced write at %d after it): open gave %v, want a CorruptionError for it", what, at, seg, next, err)
 	}
@@ -445,12 +445,12 @@ func checkScriptCovers(t testing.TB, fsys *faultFS) {
 			removes++
 		}
 	}
-	l, err := openSharedLogFS(fsys.crashImage(tearAll, nil), crashDir, crashSegSize)
+	l, err := openFS(fsys.crashImage(tearAll, nil), crashDir, crashSegSize)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.close()
-	g, _ := l.group("idle")
+	defer l.Close()
+	g, _ := l.Group("idle")
 	if renames == 0 || removes == 0 || len(g.locs) == 0 || g.locs[0].seg == 1 {
 		t.Fatalf("the script renamed %d spares into place, removed %d segments, and left the idle group in segment %v: want a copy-forward and both", renames, removes, g.locs)
 	}
@@ -467,11 +467,11 @@ func TestSharedLogCorruption(t *testing.T) {
 	// write makes a log of ten one-entry writes to group g and returns
 	// where each began in the (only) segment.
 	write := func(t *testing.T, fsys *faultFS) (starts []int64) {
-		l, err := openSharedLogFS(fsys, crashDir, segSize)
+		l, err := openFS(fsys, crashDir, segSize)
 		if err != nil {
 			t.Fatal(err)
 		}
-		g, _ := l.group("g")
+		g, _ := l.Group("g")
 		for i := uint64(1); i <= 10; i++ {
 			starts = append(starts, l.end)
 			if err := g.StoreLog(entry(i, 1, 100)); err != nil {
@@ -490,7 +490,7 @@ func TestSharedLogCorruption(t *testing.T) {
 			t.Fatal(err)
 		}
 		l.opened = false // stop as a crash would: no trim
-		l.close()
+		l.Close()
 		return starts
 	}
 	seg := crashDir + "/" + segName(1)
@@ -501,7 +501,7 @@ func TestSharedLogCorruption(t *testing.T) {
 			at := starts[k] + 60 // inside entry k+1's data
 			fsys.flip(seg, at, 3)
 			size := len(fsys.names[seg].synced)
-			_, err := openSharedLogFS(fsys, crashDir, segSize)
+			_, err := openFS(fsys, crashDir, segSize)
 			var ce *CorruptionError
 			if !errors.Is(err, ErrCorrupt) || !errors.As(err, &ce) {
 				t.Fatalf("open after a bit flip at %d in the middle of the newest segment: %v, want a CorruptionError", at, err)
@@ -519,20 +519,20 @@ func TestSharedLogCorruption(t *testing.T) {
 		// batch close writes: a bit flipped in it at rest is found.
 		fsys := newFaultFS()
 		write(t, fsys)
-		l, err := openSharedLogFS(fsys, crashDir, segSize)
+		l, err := openFS(fsys, crashDir, segSize)
 		if err != nil {
 			t.Fatal(err)
 		}
-		g, _ := l.group("g")
+		g, _ := l.Group("g")
 		start := l.end
 		if err := g.StoreLog(entry(11, 1, 100)); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.close(); err != nil {
+		if err := l.Close(); err != nil {
 			t.Fatal(err)
 		}
 		fsys.flip(seg, start+70, 1)
-		_, err = openSharedLogFS(fsys, crashDir, segSize)
+		_, err = openFS(fsys, crashDir, segSize)
 		var ce *CorruptionError
 		if !errors.As(err, &ce) || ce.Offset != start {
 			t.Fatalf("open after a bit flip in the last write before a clean close: %v, want corruption at %d", err, start)
@@ -541,7 +541,7 @@ func TestSharedLogCorruption(t *testing.T) {
 	t.Run("torn tail", func(t *testing.T) {
 		fsys := newFaultFS()
 		write(t, fsys)
-		l, err := openSharedLogFS(fsys, crashDir, segSize)
+		l, err := openFS(fsys, crashDir, segSize)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -550,18 +550,18 @@ func TestSharedLogCorruption(t *testing.T) {
 		// written).
 		fsys.crashAt = fsys.calls + 1
 		start := l.end
-		g, _ := l.group("g")
+		g, _ := l.Group("g")
 		if err := g.StoreLog(entry(11, 1, 100)); err == nil {
 			t.Fatal("a write acknowledged with its sync crashed")
 		}
-		l.close()
+		l.Close()
 		img := fsys.crashImage(tearAll, nil)
 		img.flip(seg, start+70, 5)
-		if l, err = openSharedLogFS(img, crashDir, segSize); err != nil {
+		if l, err = openFS(img, crashDir, segSize); err != nil {
 			t.Fatalf("open with a bit flipped in the unsynced tail: %v", err)
 		}
-		defer l.close()
-		g, _ = l.group("g")
+		defer l.Close()
+		g, _ = l.Group("g")
 		checkLog(t, g, 1, 10, func(uint64) uint64 { return 1 }, 100)
 		if v, err := g.GetUint64([]byte("LastVoteTerm")); v != 2 || err != nil {
 			t.Fatalf("LastVoteTerm %d %v, want 2", v, err)
@@ -623,8 +623,8 @@ func TestCrashRandom(t *testing.T) {
 			// (the truncation of a torn tail and its sync, the
 			// allocation, a write).
 			img.crashAt = img.calls + 1 + rng.IntN(4)
-			if l, err := openSharedLogFS(img, crashDir, segSize); err == nil {
-				l.close()
+			if l, err := openFS(img, crashDir, segSize); err == nil {
+				l.Close()
 			}
 			tr2 := tear(rng.IntN(5))
 			what += fmt.Sprintf(", recovery crashed after its call %d, %v", img.crashAt, tr2)
