@@ -46,10 +46,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzHTTP$$' -fuzztime $(FUZZTIME) ./server
 
 ## crash-soak: the shared log's randomized crash tests over CRASH_SEEDS seeds from a new start each
-## run (a failure prints LDCD_CRASH_SEED=... to replay it), then the exhaustive crash points
+## run (a failure prints LDCD_CRASH_SEED=... to replay it), and the exhaustive crash points
 CRASH_SEEDS ?= 20000
 crash-soak:
-	LDCD_CRASH_SOAK=$(CRASH_SEEDS) $(GO) test -count=1 -timeout 3h -run 'Crash' -v ./raftgroup 2>&1 | grep --line-buffered -E '^(---|ok|FAIL|PASS)|crash_test.go|panic'; exit $${PIPESTATUS[0]}
+	LDCD_CRASH_SOAK=$(CRASH_SEEDS) $(GO) test -count=1 -timeout 3h -run 'Crash' -v ./raftgroup/sharedlog 2>&1 | grep --line-buffered -E '^(---|ok|FAIL|PASS)|crash_test.go|panic'; exit $${PIPESTATUS[0]}
 
 ## measure: placement figures over 10 runs (failover, failback, move pause, split of 100k keys)
 measure:
