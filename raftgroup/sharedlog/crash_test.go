@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -225,7 +226,29 @@ func crashScript(rng *rand.Rand, rounds int) (ops []crashOp, ids []string) {
 // operations that returned nil did, and the model with the interrupted
 // operation done too.
 func crashRun(t testing.TB, ops []crashOp, segSize int64, crashAt int) (fsys *faultFS, acked, maybe crashModel) {
-	return crashRunWith(t, ops, segSize, crashAt, false)
+	return crashRunWith(t, ops, segSize, crashFaults{crashAt: crashAt}, false)
+}
+
+// crashFaults are the faults of a run: a crash after call crashAt (0:
+// none), and call failAt failing with failErr (0: none), after which the
+// log fails and every later operation with it.
+type crashFaults struct {
+	crashAt, failAt int
+	failErr         error
+}
+
+func (c crashFaults) fs() *faultFS {
+	fsys := newFaultFS()
+	fsys.crashAt, fsys.failAt, fsys.failErr = c.crashAt, c.failAt, c.failErr
+	return fsys
+}
+
+// faulted says whether an operation may have failed: fsys crashed, or
+// its failing call came.
+func faulted(fsys *faultFS) bool {
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	return fsys.crashed || (fsys.failAt > 0 && fsys.calls >= fsys.failAt)
 }
 
 // crashRunWith is crashRun, with each group's operations run by a
@@ -233,16 +256,15 @@ func crashRun(t testing.TB, ops []crashOp, segSize int64, crashAt int) (fsys *fa
 // calls' order is then not fixed, and the crash lands where it lands).
 // The models are then per group: each group's acknowledged operations,
 // and those and its one interrupted operation.
-func crashRunWith(t testing.TB, ops []crashOp, segSize int64, crashAt int, concurrent bool) (fsys *faultFS, acked, maybe crashModel) {
+func crashRunWith(t testing.TB, ops []crashOp, segSize int64, faults crashFaults, concurrent bool) (fsys *faultFS, acked, maybe crashModel) {
 	if concurrent {
-		return crashRunConcurrent(t, ops, segSize, crashAt)
+		return crashRunConcurrent(t, ops, segSize, faults)
 	}
 	t.Helper()
-	fsys = newFaultFS()
-	fsys.crashAt = crashAt
+	fsys = faults.fs()
 	l, err := openFS(fsys, crashDir, segSize)
 	if err != nil {
-		if crashAt > 0 && fsys.crashed {
+		if faulted(fsys) {
 			return fsys, crashModel{}, crashModel{}
 		}
 		t.Fatal(err)
@@ -254,7 +276,7 @@ func crashRunWith(t testing.TB, ops []crashOp, segSize int64, crashAt int, concu
 		maybe = acked.clone()
 		op.apply(maybe)
 		if err := op.do(l); err != nil {
-			if !fsys.crashed {
+			if !faulted(fsys) {
 				t.Fatalf("%s: %v with no crash (call %d)", op.desc, err, fsys.calls)
 			}
 			return fsys, acked, maybe
@@ -311,13 +333,12 @@ func crashCheck(t testing.TB, img *faultFS, segSize int64, ids []string, acked, 
 	}
 }
 
-func crashRunConcurrent(t testing.TB, ops []crashOp, segSize int64, crashAt int) (fsys *faultFS, acked, maybe crashModel) {
+func crashRunConcurrent(t testing.TB, ops []crashOp, segSize int64, faults crashFaults) (fsys *faultFS, acked, maybe crashModel) {
 	t.Helper()
-	fsys = newFaultFS()
-	fsys.crashAt = crashAt
+	fsys = faults.fs()
 	l, err := openFS(fsys, crashDir, segSize)
 	if err != nil {
-		if crashAt > 0 && fsys.crashed {
+		if faulted(fsys) {
 			return fsys, crashModel{}, crashModel{}
 		}
 		t.Fatal(err)
@@ -358,7 +379,7 @@ func crashRunConcurrent(t testing.TB, ops []crashOp, segSize int64, crashAt int)
 	wg.Wait()
 	acked, maybe = crashModel{}, crashModel{}
 	for id, r := range results {
-		if r.err != nil && !fsys.crashed {
+		if r.err != nil && !faulted(fsys) {
 			t.Fatalf("%v with no crash", r.err)
 		}
 		acked[id], maybe[id] = r.acked, r.maybe
@@ -574,7 +595,9 @@ func TestSharedLogCorruption(t *testing.T) {
 
 // TestCrashRandom runs random scripts (rounds, entry sizes, segment sizes)
 // sequentially or with a goroutine per group (writes sharing batches),
-// crashes them at a random file call, tears what was not synced in a
+// crashes them at a random file call (sometimes after a write or an
+// fsync failed with EIO or ENOSPC, which stops the log), tears what was
+// not synced in a
 // random way (dropped, kept, cut at a random byte, a middle page reverted,
 // a bit flipped), sometimes crashes the recovery too, sometimes flips a
 // synced bit at rest (which must be reported), and checks what reopens.
@@ -597,7 +620,7 @@ func TestCrashRandom(t *testing.T) {
 		base = n
 	}
 	t.Logf("seeds %d..%d", base, base+uint64(seeds)-1)
-	var crashed, flips, recoveryCrashes, concurrentRuns int
+	var crashed, failures, flips, recoveryCrashes, concurrentRuns int
 	for s := 0; s < seeds; s++ {
 		seed := base + uint64(s)
 		rng := rand.New(rand.NewPCG(seed, 7))
@@ -606,13 +629,26 @@ func TestCrashRandom(t *testing.T) {
 		ops, ids := crashScript(rng, rounds)
 		concurrent := rng.IntN(2) == 0
 		fsys0, _, _ := crashRun(t, ops, segSize, 0)
-		at := 1 + rng.IntN(fsys0.calls)
-		fsys, acked, maybe := crashRunWith(t, ops, segSize, at, concurrent)
+		faults := crashFaults{crashAt: 1 + rng.IntN(fsys0.calls)}
+		if rng.IntN(4) == 0 {
+			// A write or sync fails first (the log stops), and the
+			// power goes later, or at the end of the run.
+			faults.failAt = 1 + rng.IntN(fsys0.calls)
+			faults.failErr = []error{syscall.EIO, syscall.ENOSPC}[rng.IntN(2)]
+			faults.crashAt = faults.failAt + rng.IntN(3)
+			if rng.IntN(2) == 0 {
+				faults.crashAt = 0
+			}
+		}
+		fsys, acked, maybe := crashRunWith(t, ops, segSize, faults, concurrent)
 		tr := tear(rng.IntN(5))
-		what := fmt.Sprintf("seed %d (LDCD_CRASH_SEED=%d; %d rounds, %d-byte segments, concurrent %v): crash after call %d of %d, %v",
-			seed, seed, rounds, segSize, concurrent, at, fsys0.calls, tr)
+		what := fmt.Sprintf("seed %d (LDCD_CRASH_SEED=%d; %d rounds, %d-byte segments, concurrent %v): call %d failing with %v, crash after call %d of %d, %v",
+			seed, seed, rounds, segSize, concurrent, faults.failAt, faults.failErr, faults.crashAt, fsys0.calls, tr)
 		if fsys.crashed {
 			crashed++
+		}
+		if faults.failAt > 0 && faults.failAt <= fsys.calls {
+			failures++
 		}
 		if concurrent {
 			concurrentRuns++
@@ -636,6 +672,6 @@ func TestCrashRandom(t *testing.T) {
 		}
 		crashCheck(t, img, segSize, ids, acked, maybe, what)
 	}
-	t.Logf("%d seeds: %d crashed (%d with concurrent writers), %d recoveries crashed, %d bit flips at rest found",
-		seeds, crashed, concurrentRuns, recoveryCrashes, flips)
+	t.Logf("%d seeds (%d with concurrent writers): %d crashed, %d with a write or sync failed first, %d recoveries crashed, %d bit flips at rest found",
+		seeds, concurrentRuns, crashed, failures, recoveryCrashes, flips)
 }
