@@ -488,6 +488,9 @@ func (l *Log) Close() error {
 	failed := l.Err() != nil
 	for seq, f := range l.segs {
 		if seq == l.active && l.opened && !failed {
+			// Invariant: only space after l.end, the end of the last
+			// batch synced (the empty one above), is cut: preallocated
+			// zeros, never a record.
 			if size, err := f.Size(); err == nil && size > l.end {
 				errs = append(errs, f.Truncate(l.end))
 			}
@@ -794,6 +797,9 @@ func (l *Log) rotate() error {
 		}
 	}
 	// Delete the segments older than every group's oldest live entry.
+	// Invariant: a segment goes only once the batch above, which holds
+	// every moved group's state, is synced, and no group's index points
+	// into it (a busy group's oldest entry keeps its segment).
 	oldest := l.active
 	for _, g := range groups {
 		g.mu.RLock()
