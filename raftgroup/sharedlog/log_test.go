@@ -2,6 +2,7 @@ package sharedlog
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -183,8 +184,9 @@ func TestSharedLog(t *testing.T) {
 		b, _ := os.ReadFile(segs[0])
 		b[10] ^= 0xff
 		os.WriteFile(segs[0], b, 0o600)
-		if _, err := Open(dir, 16<<10); err == nil {
-			t.Fatal("a corrupt older segment was accepted")
+		var ce *CorruptionError
+		if _, err := Open(dir, 16<<10); !errors.As(err, &ce) || ce.File != segs[0] || ce.Offset != 0 {
+			t.Fatalf("a corrupt older segment: %v, want a CorruptionError at offset 0 of %s", err, segs[0])
 		}
 	}
 }
