@@ -675,3 +675,22 @@ func TestCrashRandom(t *testing.T) {
 	t.Logf("%d seeds (%d with concurrent writers): %d crashed, %d with a write or sync failed first, %d recoveries crashed, %d bit flips at rest found",
 		seeds, concurrentRuns, crashed, failures, recoveryCrashes, flips)
 }
+
+// TestSharedLogMissingSegment: a segment missing between two others is
+// corruption (its entries would be skipped), reported with its name.
+func TestSharedLogMissingSegment(t *testing.T) {
+	ops, _ := crashScript(rand.New(rand.NewPCG(1, 1)), 60)
+	fsys, _, _ := crashRun(t, ops, crashSegSize, 0)
+	img := fsys.crashImage(tearAll, nil)
+	segs := img.files(crashDir, ".seg")
+	if len(segs) < 3 {
+		t.Fatalf("%d segments, want 3 or more", len(segs))
+	}
+	missing := segs[len(segs)/2]
+	img.Remove(missing)
+	_, err := openFS(img, crashDir, crashSegSize)
+	var ce *CorruptionError
+	if !errors.As(err, &ce) || ce.File != missing {
+		t.Fatalf("open with %s missing: %v, want a CorruptionError naming it", missing, err)
+	}
+}

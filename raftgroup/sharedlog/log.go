@@ -189,6 +189,15 @@ func (l *Log) recover() error {
 	if len(seqs) == 0 {
 		return l.createSegment(1)
 	}
+	// Segments are made one after another and removed oldest first, so
+	// they are consecutive: a gap is a segment lost (its entries would be
+	// skipped without a word), not anything a crash leaves.
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] != seqs[i-1]+1 {
+			return &CorruptionError{File: filepath.Join(l.dir, segName(seqs[i-1]+1)), Offset: 0,
+				Reason: fmt.Sprintf("missing: segments %d and %d are there, not the ones between", seqs[i-1], seqs[i])}
+		}
+	}
 	for i, seq := range seqs {
 		f, err := l.fs.OpenFile(filepath.Join(l.dir, segName(seq)), os.O_RDWR)
 		if err != nil {
@@ -819,12 +828,13 @@ func (l *Log) rotate() error {
 	}
 	l.segMu.Unlock()
 	slices.Sort(gone)
-	for _, seq := range gone { // oldest first: a crash leaves a suffix
+	// Oldest first, each removal synced before the next (a directory's
+	// changes may otherwise reach the disk in any order): a crash leaves
+	// a suffix of the segments, with no gap, which recovery checks.
+	for _, seq := range gone {
 		if err := l.fs.Remove(filepath.Join(l.dir, segName(seq))); err != nil {
 			return fmt.Errorf("sharedlog: %w", err)
 		}
-	}
-	if len(gone) > 0 {
 		if err := l.fs.SyncDir(l.dir); err != nil {
 			return fmt.Errorf("sharedlog: %w", err)
 		}
