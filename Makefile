@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin/ldcd
 FUZZTIME ?= 20s
 
-.PHONY: build test verify fuzz run clean measure measure-idle bench bench-etcd bench-etcd-deps jepsen jepsen-quick jepsen-deps jepsen-soak
+.PHONY: build test verify fuzz crash-soak run clean measure measure-idle bench bench-etcd bench-etcd-deps jepsen jepsen-quick jepsen-deps jepsen-soak
 
 ## build: compile the ldcd binary into bin/
 build:
@@ -61,6 +61,13 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzHeartbeats$$' -fuzztime $(FUZZTIME) ./raftgroup
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./client
 	$(GO) test -run '^$$' -fuzz '^FuzzParseAnswer$$' -fuzztime $(FUZZTIME) ./client
+	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./raftgroup/sharedlog
+
+## crash-soak: the shared log's randomized crash tests over CRASH_SEEDS seeds from a new start each
+## run (a failure prints LDCD_CRASH_SEED=... to replay it), and the exhaustive crash points
+CRASH_SEEDS ?= 20000
+crash-soak:
+	LDCD_CRASH_SOAK=$(CRASH_SEEDS) $(GO) test -count=1 -timeout 3h -run 'Crash' -v ./raftgroup/sharedlog 2>&1 | grep --line-buffered -E '^(---|ok|FAIL|PASS)|crash_test.go|panic'; exit $${PIPESTATUS[0]}
 
 ## measure: placement figures over 10 runs (failover, failback, move pause, split of 100k keys)
 measure:

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/ldcd/ldcd/raftgroup/sharedlog"
 )
 
 // Errors returned by the Host and its groups.
@@ -248,16 +250,16 @@ type Host struct {
 	groups map[string]*Group
 	closed bool
 
-	sharedMu sync.Mutex // guards shared
-	shared   *sharedLog // opened with the first group that uses it
+	sharedMu sync.Mutex     // guards shared
+	shared   *sharedlog.Log // opened with the first group that uses it
 }
 
 // sharedLog returns the node's shared log, opening it the first time.
-func (h *Host) sharedLog() (*sharedLog, error) {
+func (h *Host) sharedLog() (*sharedlog.Log, error) {
 	h.sharedMu.Lock()
 	defer h.sharedMu.Unlock()
 	if h.shared == nil {
-		l, err := openSharedLog(filepath.Join(h.cfg.DataDir, "shared-log"), sharedSegmentSize)
+		l, err := sharedlog.Open(filepath.Join(h.cfg.DataDir, "shared-log"), sharedlog.DefaultSegmentSize)
 		if err != nil {
 			return nil, err
 		}
@@ -410,7 +412,7 @@ func (h *Host) Remove(id string) error {
 	if _, serr := os.Stat(filepath.Join(g.dir, sharedMarker)); serr == nil {
 		if l, lerr := h.sharedLog(); lerr != nil {
 			err = errors.Join(err, lerr)
-		} else if derr := l.drop(id); derr != nil {
+		} else if derr := l.Drop(id); derr != nil {
 			err = errors.Join(err, derr)
 		}
 	}
@@ -452,7 +454,7 @@ func (h *Host) Close() error {
 	h.mux.close()
 	h.sharedMu.Lock()
 	if h.shared != nil {
-		if err := h.shared.close(); err != nil {
+		if err := h.shared.Close(); err != nil {
 			errs = append(errs, err)
 		}
 		h.shared = nil

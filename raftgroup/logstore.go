@@ -23,7 +23,7 @@ const (
 	// LogBolt is hashicorp/raft-boltdb/v2: a bbolt file, two fsyncs per
 	// appended batch (pages, then meta).
 	LogBolt = "bolt"
-	// LogShared keeps the log in the node's shared log (sharedlog.go):
+	// LogShared keeps the log in the node's shared log (package sharedlog):
 	// segment files for every such group, one write and one fsync for
 	// what they append at the same time. The default.
 	LogShared = "shared"
@@ -69,7 +69,7 @@ func openLogStore(h *Host, id, dir, kind string, logger hclog.Logger) (logStore,
 			// marker is synced before the group writes anything: lost
 			// in a crash, it would make the group new again, and drop
 			// its log and its vote.
-			if err := l.drop(id); err != nil {
+			if err := l.Drop(id); err != nil {
 				return nil, err
 			}
 			if err := os.WriteFile(marker, nil, 0o600); err != nil {
@@ -82,7 +82,7 @@ func openLogStore(h *Host, id, dir, kind string, logger hclog.Logger) (logStore,
 				return nil, err
 			}
 		}
-		return l.group(id)
+		return l.Group(id)
 	case LogBolt:
 		s, err := raftboltdb.New(raftboltdb.Options{Path: boltPath, BoltOptions: &bolt.Options{
 			NoFreelistSync: true,
@@ -118,4 +118,18 @@ type walStore struct {
 
 func (w *walStore) Close() error {
 	return errors.Join(w.WAL.Close(), w.meta.Close())
+}
+
+// syncDir makes the names in dir durable: what was created, renamed or
+// removed in it.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("raftgroup: sync directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("raftgroup: sync directory %s: %w", dir, err)
+	}
+	return nil
 }

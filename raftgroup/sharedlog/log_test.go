@@ -1,7 +1,8 @@
-package raftgroup
+package sharedlog
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,7 +19,7 @@ func entry(i uint64, term uint64, size int) *raft.Log {
 
 // checkLog asserts that g holds exactly first..last, entry i carrying term
 // terms(i).
-func checkLog(t *testing.T, g *sharedGroupLog, first, last uint64, terms func(uint64) uint64, size int) {
+func checkLog(t *testing.T, g *GroupLog, first, last uint64, terms func(uint64) uint64, size int) {
 	t.Helper()
 	if f, _ := g.FirstIndex(); f != first {
 		t.Fatalf("%s: first index %d, want %d", g.id, f, first)
@@ -50,16 +51,16 @@ func checkLog(t *testing.T, g *sharedGroupLog, first, last uint64, terms func(ui
 func TestSharedLog(t *testing.T) {
 	dir := t.TempDir()
 	const size = 200
-	open := func() *sharedLog {
-		l, err := openSharedLog(dir, 16<<10)
+	open := func() *Log {
+		l, err := Open(dir, 16<<10)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return l
 	}
 	l := open()
-	group := func(l *sharedLog, id string) *sharedGroupLog {
-		g, err := l.group(id)
+	group := func(l *Log, id string) *GroupLog {
+		g, err := l.Group(id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -116,7 +117,7 @@ func TestSharedLog(t *testing.T) {
 		}
 		return 1
 	}
-	if err := l.drop("g3"); err != nil {
+	if err := l.Drop("g3"); err != nil {
 		t.Fatal(err)
 	}
 	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
@@ -127,7 +128,7 @@ func TestSharedLog(t *testing.T) {
 	if len(segs) > 20 {
 		t.Fatalf("%d segments left, want old ones deleted", len(segs))
 	}
-	check := func(l *sharedLog) {
+	check := func(l *Log) {
 		t.Helper()
 		checkLog(t, group(l, "idle"), 1, 10, term1, size)
 		if v, err := group(l, "idle").GetUint64([]byte("CurrentTerm")); err != nil || v != 7 {
@@ -143,7 +144,7 @@ func TestSharedLog(t *testing.T) {
 		}
 	}
 	check(l)
-	if err := l.close(); err != nil {
+	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
 	l = open()
@@ -151,17 +152,17 @@ func TestSharedLog(t *testing.T) {
 
 	// A torn tail (a write a crash cut short) is cut off; what was
 	// acknowledged stays.
-	l.close()
+	l.Close()
 	appendToLastSegment(t, dir, record(recEntries, "g1", []byte{1, 2, 3})[:9])
 	l = open()
 	check(l)
 	if err := group(l, "g1").StoreLog(entry(601, 1, size)); err != nil {
 		t.Fatal(err)
 	}
-	l.close()
+	l.Close()
 	l = open()
 	checkLog(t, group(l, "g1"), 352, 601, term1, size)
-	l.close()
+	l.Close()
 
 	// So is a zero-filled tail: after a power cut the file's new size can
 	// reach the disk before the data written into it, and 8 zero bytes
@@ -172,10 +173,10 @@ func TestSharedLog(t *testing.T) {
 	if err := group(l, "g1").StoreLog(entry(602, 1, size)); err != nil {
 		t.Fatal(err)
 	}
-	l.close()
+	l.Close()
 	l = open()
 	checkLog(t, group(l, "g1"), 352, 602, term1, size)
-	l.close()
+	l.Close()
 
 	// A bad record in an older segment is corruption: refused.
 	segs, _ = filepath.Glob(filepath.Join(dir, "*.seg"))
@@ -183,8 +184,9 @@ func TestSharedLog(t *testing.T) {
 		b, _ := os.ReadFile(segs[0])
 		b[10] ^= 0xff
 		os.WriteFile(segs[0], b, 0o600)
-		if _, err := openSharedLog(dir, 16<<10); err == nil {
-			t.Fatal("a corrupt older segment was accepted")
+		var ce *CorruptionError
+		if _, err := Open(dir, 16<<10); !errors.As(err, &ce) || ce.File != segs[0] || ce.Offset != 0 {
+			t.Fatalf("a corrupt older segment: %v, want a CorruptionError at offset 0 of %s", err, segs[0])
 		}
 	}
 }
@@ -209,11 +211,11 @@ func appendToLastSegment(t *testing.T, dir string, b []byte) {
 // the log again there, and replay says the same.
 func TestSharedLogRestarts(t *testing.T) {
 	dir := t.TempDir()
-	l, err := openSharedLog(dir, 1<<20)
+	l, err := Open(dir, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, _ := l.group("g")
+	g, _ := l.Group("g")
 	for i := uint64(1); i <= 5; i++ {
 		if err := g.StoreLog(entry(i, 1, 10)); err != nil {
 			t.Fatal(err)
@@ -224,12 +226,12 @@ func TestSharedLogRestarts(t *testing.T) {
 	}
 	one := func(uint64) uint64 { return 1 }
 	checkLog(t, g, 100, 100, one, 10)
-	l.close()
-	if l, err = openSharedLog(dir, 1<<20); err != nil {
+	l.Close()
+	if l, err = Open(dir, 1<<20); err != nil {
 		t.Fatal(err)
 	}
-	defer l.close()
-	g, _ = l.group("g")
+	defer l.Close()
+	g, _ = l.Group("g")
 	checkLog(t, g, 100, 100, one, 10)
 	if !g.IsMonotonic() {
 		t.Fatal("the shared log must tell raft it is monotonic")
@@ -247,14 +249,14 @@ func TestSharedLogPreallocates(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, spareName), []byte("half a spare"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	l, err := openSharedLog(dir, segSize)
+	l, err := Open(dir, segSize)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, spareName)); !os.IsNotExist(err) {
 		t.Fatalf("a spare left by a crash survived opening: %v", err)
 	}
-	g, _ := l.group("g")
+	g, _ := l.Group("g")
 	one := func(uint64) uint64 { return 1 }
 	var i uint64
 	for i = 1; l.end < segSize/2+size; i++ {
@@ -262,7 +264,7 @@ func TestSharedLogPreallocates(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	spareReady := func() *os.File {
+	spareReady := func() logFile {
 		deadline := time.Now().Add(10 * time.Second)
 		for time.Now().Before(deadline) {
 			l.spareMu.Lock()
@@ -299,11 +301,11 @@ func TestSharedLogPreallocates(t *testing.T) {
 
 	// Stop as a crash would: no trim, the spare (if any) left behind.
 	l.opened = false
-	l.close()
-	if l, err = openSharedLog(dir, segSize); err != nil {
+	l.Close()
+	if l, err = Open(dir, segSize); err != nil {
 		t.Fatalf("reopen after a stop with zeros past the last record: %v", err)
 	}
-	g, _ = l.group("g")
+	g, _ = l.Group("g")
 	checkLog(t, g, 1, last, one, size)
 	for j := 0; j < 3; j++ {
 		last++
@@ -311,7 +313,7 @@ func TestSharedLogPreallocates(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := l.close(); err != nil {
+	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
 	// A clean close leaves no zeros after the last record.
@@ -327,10 +329,10 @@ func TestSharedLogPreallocates(t *testing.T) {
 	}
 	f.Write(make([]byte, 4096))
 	f.Close()
-	if l, err = openSharedLog(dir, segSize); err != nil {
+	if l, err = Open(dir, segSize); err != nil {
 		t.Fatalf("an older segment with a zero tail: %v", err)
 	}
-	defer l.close()
-	g, _ = l.group("g")
+	defer l.Close()
+	g, _ = l.Group("g")
 	checkLog(t, g, 1, last, one, size)
 }

@@ -1,9 +1,0 @@
-//go:build !linux
-
-package raftgroup
-
-import "os"
-
-// preallocate does nothing where fallocate is not at hand: the file grows
-// as it is written.
-func preallocate(*os.File, int64) {}
