@@ -48,7 +48,7 @@ type osFS struct{}
 
 var _ logFS = osFS{}
 
-func (osFS) MkdirAll(dir string) error { return os.MkdirAll(dir, 0o755) }
+func (osFS) MkdirAll(dir string) error { return os.MkdirAll(dir, 0o700) }
 
 func (osFS) OpenFile(name string, flag int) (logFile, error) {
 	f, err := os.OpenFile(name, flag, 0o600)
