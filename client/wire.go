@@ -199,6 +199,9 @@ type GroupInfo struct {
 	Status string `json:"status"`
 	// LostVoters lists the voters counted as lost while it has no leader.
 	LostVoters []string `json:"lost_voters,omitempty"`
+	// Damaged lists the nodes whose replica of the group is damaged (its
+	// log failed its checksums): not serving or voting, being rebuilt.
+	Damaged []string `json:"damaged,omitempty"`
 }
 
 // RouteInfo is one range of GET /v1/routing.

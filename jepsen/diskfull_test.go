@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -192,24 +190,4 @@ func TestDiskFull(t *testing.T) {
 	if _, err := c.CompareReplicas(cctx); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// metric returns the value of an unlabelled metric on n's /metrics.
-func metric(t *testing.T, n *Node, name string) string {
-	t.Helper()
-	resp, err := http.Get("http://" + n.HTTP + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
 }

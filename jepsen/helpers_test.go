@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -286,4 +288,37 @@ func waitMoreAcked(t *testing.T, a *acked, more int, timeout time.Duration) {
 		n := a.count()
 		return n >= from+more, fmt.Sprintf("%d acknowledged, %d before", n, from)
 	})
+}
+
+// metricsText returns n's /metrics.
+func metricsText(t *testing.T, n *Node) string {
+	t.Helper()
+	resp, err := http.Get("http://" + n.HTTP + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// metricLine returns the first line of n's /metrics that starts with prefix.
+func metricLine(t *testing.T, n *Node, prefix string) string {
+	t.Helper()
+	for _, line := range strings.Split(metricsText(t, n), "\n") {
+		if strings.HasPrefix(line, prefix) {
+			return line
+		}
+	}
+	return ""
+}
+
+// metric returns the value of an unlabelled metric on n's /metrics.
+func metric(t *testing.T, n *Node, name string) string {
+	t.Helper()
+	v, _ := strings.CutPrefix(metricLine(t, n, name+" "), name+" ")
+	return strings.TrimSpace(v)
 }

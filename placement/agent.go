@@ -22,6 +22,16 @@ type Local interface {
 	// The agent calls it only once Membership has shown that the group's
 	// committed configuration no longer lists this node.
 	StopReplica(id string) error
+	// LocalDamaged returns the groups whose replica here is damaged: not
+	// running, to be removed by their leaders, wiped and rebuilt.
+	LocalDamaged() []string
+	// PeerDamaged reports whether node says its replica of group id is
+	// damaged.
+	PeerDamaged(id, node string) bool
+	// Wipe deletes the damaged replica of group id here. The agent calls it
+	// only once Membership has shown that the group's committed
+	// configuration no longer lists this node.
+	Wipe(id string) error
 	// Membership returns group id's committed configuration, as its leader
 	// confirms it (an error if no leader does): the authority a replica is
 	// destroyed on, never the desired placement alone.
@@ -140,6 +150,7 @@ const (
 	ActPromote  = "promote"
 	ActRemove   = "remove"
 	ActTransfer = "transfer-leadership"
+	ActWipe     = "wipe" // delete a damaged local replica its group has removed
 )
 
 // Action is one thing the agent does.
@@ -163,6 +174,10 @@ type View struct {
 	// Removed holds the local groups whose committed configuration, as
 	// their leader confirmed it, no longer lists this node.
 	Removed map[string]bool
+	// Damaged lists the local replicas this node cannot vouch for (not
+	// running); PeerDamaged, per led group, the members that say theirs is.
+	Damaged     []string
+	PeerDamaged map[string]map[string]bool
 }
 
 // StopCandidates returns the local replicas the placement no longer wants
@@ -193,6 +208,9 @@ func Actions(v View, p *Placement) []Action {
 	for _, id := range v.Local {
 		have[id] = true
 	}
+	for _, id := range v.Damaged {
+		have[id] = true // not started again before it is wiped
+	}
 	for _, g := range p.Groups {
 		if _, mine := g.Replica(v.Me); !mine || have[g.ID] {
 			continue
@@ -213,12 +231,20 @@ func Actions(v View, p *Placement) []Action {
 			out = append(out, Action{Kind: ActStop, Group: id})
 		}
 	}
+	// A damaged replica is wiped under the same rule: once its group's
+	// committed configuration no longer lists it (its leader removes it
+	// first, below); then it is started afresh and added back as a learner.
+	for _, id := range v.Damaged {
+		if v.Removed[id] {
+			out = append(out, Action{Kind: ActWipe, Group: id})
+		}
+	}
 	for _, g := range p.Groups {
 		members, ok := v.Leading[g.ID]
 		if !ok {
 			continue
 		}
-		if a, ok := step(v.Me, &g, members); ok {
+		if a, ok := step(v.Me, &g, members, v.PeerDamaged[g.ID]); ok {
 			out = append(out, a)
 		} else if a, ok := pin(v, p, &g, members); ok {
 			out = append(out, a)
@@ -263,20 +289,25 @@ func pin(v View, p *Placement, g *GroupPlacement, members []Member) (Action, boo
 }
 
 // step returns the one Raft configuration change that moves a group this
-// node leads toward g, if one is needed: add missing replicas as learners,
-// then promote, then remove (handing leadership away before removing itself).
-func step(me string, g *GroupPlacement, members []Member) (Action, bool) {
+// node leads toward g, if one is needed: remove a member whose replica is
+// damaged (it neither serves nor votes, and is rebuilt once removed), add
+// missing replicas as learners (not one still damaged), then promote, then
+// remove (handing leadership away before removing itself).
+func step(me string, g *GroupPlacement, members []Member, damaged map[string]bool) (Action, bool) {
 	have := map[string]Member{}
 	for _, m := range members {
 		have[m.Node] = m
+		if damaged[m.Node] && m.Node != me {
+			return Action{Kind: ActRemove, Group: g.ID, Node: m.Node}, true
+		}
 	}
 	for _, r := range g.Replicas {
-		if _, ok := have[r.Node]; !ok {
+		if _, ok := have[r.Node]; !ok && !damaged[r.Node] {
 			return Action{Kind: ActLearner, Group: g.ID, Node: r.Node}, true
 		}
 	}
 	for _, r := range g.Replicas {
-		if r.Voter && !have[r.Node].Voter {
+		if m, ok := have[r.Node]; ok && r.Voter && !m.Voter {
 			return Action{Kind: ActPromote, Group: g.ID, Node: r.Node}, true
 		}
 	}
@@ -301,14 +332,35 @@ const transferEvery = 3 * time.Second
 // failed.
 func (a *Agent) reconcile(ctx context.Context, p *Placement, now time.Time) []error {
 	l := a.l
-	v := View{Me: l.Node(), Zone: l.Zone(l.Node()), Local: l.LocalGroups(),
-		Leading: map[string][]Member{}, ZoneOf: map[string]string{}, Unreachable: map[string]map[string]bool{}}
+	v := View{Me: l.Node(), Zone: l.Zone(l.Node()), Local: l.LocalGroups(), Damaged: l.LocalDamaged(),
+		Leading: map[string][]Member{}, ZoneOf: map[string]string{}, Unreachable: map[string]map[string]bool{},
+		PeerDamaged: map[string]map[string]bool{}}
 	for _, id := range v.Local {
 		m, ok := l.LeaderMembers(id)
 		if !ok {
 			continue
 		}
 		v.Leading[id] = m
+		// Damaged replicas among the members and the desired replicas: a
+		// member is removed, and a node is not added back before it wiped
+		// its damaged replica (it would be listed, and never wiped).
+		peers := make([]string, 0, len(m))
+		for _, mem := range m {
+			peers = append(peers, mem.Node)
+		}
+		if g, ok := p.Group(id); ok {
+			for _, r := range g.Replicas {
+				peers = append(peers, r.Node)
+			}
+		}
+		for _, node := range peers {
+			if node != v.Me && l.PeerDamaged(id, node) {
+				if v.PeerDamaged[id] == nil {
+					v.PeerDamaged[id] = map[string]bool{}
+				}
+				v.PeerDamaged[id][node] = true
+			}
+		}
 		for _, mem := range m {
 			v.ZoneOf[mem.Node] = l.Zone(mem.Node)
 			if !l.Reachable(id, mem.Node) {
@@ -320,7 +372,7 @@ func (a *Agent) reconcile(ctx context.Context, p *Placement, now time.Time) []er
 		}
 	}
 	var errs []error
-	for _, id := range StopCandidates(v, p) {
+	for _, id := range append(StopCandidates(v, p), v.Damaged...) {
 		members, err := l.Membership(ctx, id)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("keeping unwanted replica %s until its removal is confirmed: %w", id, err))
@@ -344,6 +396,8 @@ func (a *Agent) reconcile(ctx context.Context, p *Placement, now time.Time) []er
 			err = l.StartReplica(act.Group, act.Kind == ActBoot)
 		case ActStop:
 			err = l.StopReplica(act.Group)
+		case ActWipe:
+			err = l.Wipe(act.Group)
 		case ActLearner:
 			err = l.AddLearner(ctx, act.Group, act.Node)
 		case ActPromote:

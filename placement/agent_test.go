@@ -120,3 +120,38 @@ func TestActionsPreferredLeader(t *testing.T) {
 		t.Fatalf("actions %+v, want %+v", got, want)
 	}
 }
+
+// TestActionsDamagedReplica: the leader removes a member whose replica is
+// damaged and does not add it back while it says so; the damaged node does
+// not start the replica, and wipes it only once the committed configuration
+// no longer lists it.
+func TestActionsDamagedReplica(t *testing.T) {
+	three := []Replica{{Node: "a", Voter: true}, {Node: "b", Voter: true}, {Node: "c", Voter: true}}
+	p := &Placement{Version: 3, Topology: DefaultTopology("z", "c"), Groups: []GroupPlacement{{ID: "g-00-09", Replicas: three}}}
+	all := []Member{{Node: "a", Voter: true}, {Node: "b", Voter: true}, {Node: "c", Voter: true}}
+	// The leader a: c's replica is damaged.
+	v := View{Me: "a", Local: []string{"g-00-09"}, Leading: map[string][]Member{"g-00-09": all},
+		PeerDamaged: map[string]map[string]bool{"g-00-09": {"c": true}}}
+	if got, want := Actions(v, p), []Action{{Kind: ActRemove, Group: "g-00-09", Node: "c"}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("leader: %+v, want %+v", got, want)
+	}
+	// Removed, still damaged: not added back.
+	v.Leading["g-00-09"] = all[:2]
+	if got := Actions(v, p); len(got) != 0 {
+		t.Fatalf("leader re-adds a damaged replica: %+v", got)
+	}
+	// Wiped (no longer damaged): added back as a learner.
+	v.PeerDamaged = nil
+	if got, want := Actions(v, p), []Action{{Kind: ActLearner, Group: "g-00-09", Node: "c"}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("leader after the wipe: %+v, want %+v", got, want)
+	}
+	// The damaged node c: neither started nor wiped while listed.
+	dv := View{Me: "c", Damaged: []string{"g-00-09"}}
+	if got := Actions(dv, p); len(got) != 0 {
+		t.Fatalf("damaged node while listed: %+v, want nothing", got)
+	}
+	dv.Removed = map[string]bool{"g-00-09": true}
+	if got, want := Actions(dv, p), []Action{{Kind: ActWipe, Group: "g-00-09"}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("damaged node once removed: %+v, want %+v", got, want)
+	}
+}

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +32,11 @@ var (
 	// ErrHasLeader is returned by Recover on a replica that leads its group:
 	// a group with a leader has its quorum and needs no recovery.
 	ErrHasLeader = errors.New("raftgroup: the group has a leader")
+	// ErrDamaged is returned by Create for a replica this node cannot vouch
+	// for (Damaged): it must be wiped, after its group removed it, first.
+	ErrDamaged = errors.New("raftgroup: replica damaged")
+	// ErrNotDamaged is returned by Wipe for a replica that is not damaged.
+	ErrNotDamaged = errors.New("raftgroup: replica not damaged")
 	// ErrNoState is returned by Recover for a replica without any state.
 	ErrNoState = errors.New("raftgroup: the replica has no state")
 	// ErrIndeterminate is returned when a write was proposed but its outcome
@@ -246,9 +253,13 @@ type Host struct {
 	hb  *heartbeats
 	ap  *appends
 
-	mu     sync.Mutex // guards groups and closed
+	mu     sync.Mutex // guards groups, damaged and closed
 	groups map[string]*Group
-	closed bool
+	// damaged holds the replicas whose log this node cannot vouch for
+	// (why, by group): they are not started, neither serve nor vote, until
+	// their group has removed them and Wipe deleted them (see Damaged).
+	damaged map[string]string
+	closed  bool
 
 	sharedMu sync.Mutex     // guards shared
 	shared   *sharedlog.Log // opened with the first group that uses it
@@ -285,7 +296,7 @@ func New(cfg Config) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Host{cfg: cfg, mux: m, groups: make(map[string]*Group)}
+	h := &Host{cfg: cfg, mux: m, groups: make(map[string]*Group), damaged: map[string]string{}}
 	// Batches from peers are answered even when this node sends its own
 	// heartbeats one by one, so nodes may differ in NoHeartbeatBatching.
 	idle := cfg.PeerIdleTimeout
@@ -306,8 +317,12 @@ func New(cfg Config) (*Host, error) {
 		h.Close()
 		return nil, fmt.Errorf("raftgroup: %w", err)
 	}
+	if err := h.checkSharedLog(entries); err != nil {
+		h.Close()
+		return nil, err
+	}
 	for _, e := range entries {
-		if !e.IsDir() || CheckGroupID(e.Name()) != nil {
+		if !e.IsDir() || CheckGroupID(e.Name()) != nil || h.damaged[e.Name()] != "" {
 			continue
 		}
 		if _, err := h.Create(e.Name(), nil); err != nil {
@@ -316,6 +331,81 @@ func New(cfg Config) (*Host, error) {
 		}
 	}
 	return h, nil
+}
+
+// checkSharedLog opens the shared log if a group uses it. A log that holds
+// damaged data that was synced (sharedlog.ErrCorrupt: not a torn tail) is
+// set aside whole, renamed, never truncated or deleted, and every replica
+// that kept its log there is marked damaged: the damaged record may be any
+// of theirs, and a replica that lost entries or its vote must neither
+// serve nor vote ("Protocol-Aware Recovery for Consensus-Based Storage",
+// FAST '18). The node starts for its other groups; the damaged replicas are
+// rebuilt from their groups' healthy majorities (Damaged, Wipe).
+func (h *Host) checkSharedLog(entries []os.DirEntry) error {
+	var users []string
+	for _, e := range entries {
+		if !e.IsDir() || CheckGroupID(e.Name()) != nil {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(h.cfg.DataDir, "groups", e.Name(), sharedMarker)); err == nil {
+			users = append(users, e.Name())
+		}
+	}
+	if len(users) == 0 {
+		return nil
+	}
+	_, err := h.sharedLog()
+	if err == nil || !errors.Is(err, sharedlog.ErrCorrupt) {
+		return err
+	}
+	dir := filepath.Join(h.cfg.DataDir, "shared-log")
+	aside := fmt.Sprintf("%s.corrupt-%d", dir, time.Now().UnixNano())
+	if rerr := os.Rename(dir, aside); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	if serr := syncDir(h.cfg.DataDir); serr != nil {
+		return errors.Join(err, serr)
+	}
+	reason := fmt.Sprintf("the node's shared log is damaged (%v); set aside as %s", err, filepath.Base(aside))
+	for _, id := range users {
+		h.damaged[id] = reason
+	}
+	h.cfg.Logger.Error("shared log damaged: its replicas will not serve or vote until they are rebuilt from their groups",
+		"error", err, "set_aside", aside, "replicas", strings.Join(users, ","))
+	return nil
+}
+
+// Damaged returns the replicas this node holds but cannot vouch for, with
+// why. They are not running: their groups go on with their other replicas,
+// whose leaders remove them; once removed, Wipe deletes them and the group
+// adds this node back as a learner, as a replaced disk.
+func (h *Host) Damaged() map[string]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return maps.Clone(h.damaged)
+}
+
+// Wipe deletes the files of damaged replica id and clears the mark, so that
+// it can be created afresh. The caller must have confirmed, from the
+// group's leader, that the group's committed configuration no longer lists
+// this node: a replica wiped while still a voter would come back empty and
+// could vote for a leader that lacks acknowledged writes.
+func (h *Host) Wipe(id string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.damaged[id]; !ok {
+		return fmt.Errorf("raftgroup: wipe %s: %w", id, ErrNotDamaged)
+	}
+	dir := filepath.Join(h.cfg.DataDir, "groups", id)
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("raftgroup: wipe %s: %w", id, err)
+	}
+	if err := syncDir(filepath.Dir(dir)); err != nil {
+		return err
+	}
+	delete(h.damaged, id)
+	h.cfg.Logger.Warn("damaged replica wiped; it is rebuilt from its group", "group", id)
+	return nil
 }
 
 // NodeID returns this node's Raft server id.
@@ -338,6 +428,9 @@ func (h *Host) Create(id string, bootstrap []raft.Server) (*Group, error) {
 	}
 	if g, ok := h.groups[id]; ok {
 		return g, nil
+	}
+	if why, ok := h.damaged[id]; ok {
+		return nil, fmt.Errorf("raftgroup: %s: %w: %s", id, ErrDamaged, why)
 	}
 	g, err := openGroup(h, id, bootstrap, nil)
 	if err != nil {

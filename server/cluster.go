@@ -125,6 +125,11 @@ func clusterInfo(self string, obs *observation, p *placement.Placement, deadAfte
 	for _, gp := range p.Groups {
 		gi := client.GroupInfo{ID: gp.ID, Shards: gp.Shards, OwnerZone: gp.OwnerZone, Voters: []string{}, Nonvoters: []string{},
 			ServingZone: gp.ServingZone, Epoch: gp.Epoch, Zones: map[string]string{}}
+		for _, n := range nodes {
+			if _, bad := obs.Statuses[n].Damaged[gp.ID]; bad {
+				gi.Damaged = append(gi.Damaged, n)
+			}
+		}
 		gs, ok := obs.State.Groups[gp.ID]
 		gi.Status = GroupOK
 		if !ok || gs.Leader == "" {

@@ -68,7 +68,7 @@ func (s *Server) checkDisk() {
 	} else {
 		s.logger.Warn("NOSPACE alarm cleared: free disk space back above --min-free-space; writes resume", "free_bytes", free)
 	}
-	if err := s.mem.setAlarm(alarm); err != nil {
+	if err := s.mem.setTag(tagAlarm, alarm); err != nil {
 		s.logger.Warn("cannot publish the alarm to the cluster", "error", err)
 	}
 }

@@ -27,7 +27,16 @@ const (
 	// tagAlarm lists the node's alarms ("nospace"), so that the leaders
 	// of its groups refuse writes the node could not store.
 	tagAlarm = "alarm"
+	// tagDamaged lists groups whose replica on the node is damaged
+	// (comma-separated), so that their leaders remove and re-add them.
+	tagDamaged = "damaged"
 )
+
+// peerTags are what the write path and the agent read of other nodes' tags.
+type peerTags struct {
+	alarm   string
+	damaged string // tagDamaged
+}
 
 // member is a node as membership sees it.
 type member struct {
@@ -48,11 +57,13 @@ type membership struct {
 	peersPath string
 	saved     string // what savePeers last wrote (only the events goroutine touches it)
 
+	tagMu     sync.Mutex // serialises setTag's read-modify-write of the local tags
 	mu        sync.Mutex // guards downSince
 	downSince map[string]time.Time
-	// alarmed holds the nodes whose tags carry an alarm, rebuilt on every
-	// membership event, so the write path reads it without locking.
-	alarmed atomic.Pointer[map[string]string]
+	// tags holds the live nodes whose tags carry an alarm or damaged
+	// replicas, rebuilt on every membership event, so the write path reads
+	// it without locking.
+	tags atomic.Pointer[map[string]peerTags]
 
 	onChange func() // called after membership changes; must not block
 	events   chan serf.Event
@@ -133,13 +144,14 @@ func (m *membership) watch() {
 				m.logger.Info("membership event", "event", me.Type.String(), "node", mem.Name, "zone", mem.Tags[tagZone])
 			}
 			m.mu.Unlock()
-			alarmed := map[string]string{}
+			tags := map[string]peerTags{}
 			for _, sm := range m.serf.Members() {
-				if a := sm.Tags[tagAlarm]; a != "" && sm.Status == serf.StatusAlive {
-					alarmed[sm.Name] = a
+				pt := peerTags{alarm: sm.Tags[tagAlarm], damaged: sm.Tags[tagDamaged]}
+				if pt != (peerTags{}) && sm.Status == serf.StatusAlive {
+					tags[sm.Name] = pt
 				}
 			}
-			m.alarmed.Store(&alarmed)
+			m.tags.Store(&tags)
 			m.savePeers()
 			if m.onChange != nil {
 				m.onChange()
@@ -224,27 +236,57 @@ func (m *membership) members() []member {
 	return out
 }
 
-// setAlarm publishes this node's alarm ("" clears it) in its gossip tags.
-func (m *membership) setAlarm(alarm string) error {
+// setTag publishes one of this node's gossip tags ("" removes it).
+func (m *membership) setTag(key, value string) error {
+	m.tagMu.Lock()
+	defer m.tagMu.Unlock()
 	tags := map[string]string{}
 	for k, v := range m.serf.LocalMember().Tags {
 		tags[k] = v
 	}
-	if alarm == "" {
-		delete(tags, tagAlarm)
+	if value == "" {
+		delete(tags, key)
 	} else {
-		tags[tagAlarm] = alarm
+		tags[key] = value
 	}
 	return m.serf.SetTags(tags)
+}
+
+// damagedOn reports whether node says its replica of group id is damaged.
+func (m *membership) damagedOn(node, id string) bool {
+	p := m.tags.Load()
+	if p == nil {
+		return false
+	}
+	d := (*p)[node].damaged
+	if d == "" {
+		return false
+	}
+	for _, g := range strings.Split(d, ",") {
+		if g == id {
+			return true
+		}
+	}
+	return false
 }
 
 // alarms returns the alarms of the live nodes that raised one, by node
 // (nil when none has).
 func (m *membership) alarms() map[string]string {
-	if p := m.alarmed.Load(); p != nil && len(*p) > 0 {
-		return *p
+	p := m.tags.Load()
+	if p == nil || len(*p) == 0 {
+		return nil
 	}
-	return nil
+	var out map[string]string
+	for node, t := range *p {
+		if t.alarm != "" {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[node] = t.alarm
+		}
+	}
+	return out
 }
 
 // member returns the node named name.

@@ -47,12 +47,13 @@ var (
 	descApplied = prometheus.NewDesc("ldcd_group_applied_index", "Index applied to the group's state machine on this node.", []string{"group"}, nil)
 	descVoters  = prometheus.NewDesc("ldcd_group_voters", "Voters in the group's configuration.", []string{"group"}, nil)
 	descGroups  = prometheus.NewDesc("ldcd_groups", "Raft groups hosted by this node.", nil, nil)
+	descDamaged = prometheus.NewDesc("ldcd_replica_damaged", "1 for a replica here whose log failed its checksums: it neither serves nor votes until its group has removed it and it is rebuilt.", []string{"group"}, nil)
 )
 
 type groupCollector struct{ host *raftgroup.Host }
 
 func (c *groupCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLeader, descTerm, descLast, descCommit, descApplied, descVoters, descGroups} {
+	for _, d := range []*prometheus.Desc{descLeader, descTerm, descLast, descCommit, descApplied, descVoters, descGroups, descDamaged} {
 		ch <- d
 	}
 }
@@ -60,6 +61,9 @@ func (c *groupCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
 	groups := c.host.Groups()
 	ch <- prometheus.MustNewConstMetric(descGroups, prometheus.GaugeValue, float64(len(groups)))
+	for id := range c.host.Damaged() {
+		ch <- prometheus.MustNewConstMetric(descDamaged, prometheus.GaugeValue, 1, id)
+	}
 	for _, g := range groups {
 		st := g.Status()
 		leader, voters := 0.0, 0.0

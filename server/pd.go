@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sort"
 	"sync"
 	"time"
 
@@ -26,12 +27,15 @@ var placementKey = store.SystemKey("placement")
 type nodeStatus struct {
 	Node   string             `json:"node"`
 	Groups []raftgroup.Status `json:"groups"`
+	// Damaged holds the replicas here that this node cannot vouch for
+	// (not running; rebuilt from their groups), with why.
+	Damaged map[string]string `json:"damaged,omitempty"`
 	// CDC is the CZone follower's progress, on a CZone node.
 	CDC *cdc.FollowerStatus `json:"cdc,omitempty"`
 }
 
 func (s *Server) localStatus() nodeStatus {
-	st := nodeStatus{Node: s.cfg.Name, CDC: s.followerStatus()}
+	st := nodeStatus{Node: s.cfg.Name, CDC: s.followerStatus(), Damaged: s.host.Damaged()}
 	for _, g := range s.host.Groups() {
 		st.Groups = append(st.Groups, g.Status())
 	}
@@ -292,6 +296,27 @@ func (l local) StartReplica(id string, bootstrap bool) error {
 	return err
 }
 
+func (l local) LocalDamaged() []string {
+	var out []string
+	for id := range l.s.host.Damaged() {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (l local) PeerDamaged(id, node string) bool { return l.s.mem.damagedOn(node, id) }
+
+// Wipe deletes a damaged replica the agent found removed from its group's
+// committed configuration (Membership), and tells the cluster.
+func (l local) Wipe(id string) error {
+	if err := l.s.host.Wipe(id); err != nil {
+		return err
+	}
+	l.s.publishDamaged()
+	return nil
+}
+
 func (l local) StopReplica(id string) error {
 	if err := l.s.host.Remove(id); err != nil {
 		return err
@@ -304,10 +329,6 @@ func (l local) StopReplica(id string) error {
 // leader this replica knows of first, then every other member it or the
 // desired placement lists, until one answers as the leader.
 func (l local) Membership(ctx context.Context, id string) ([]placement.Member, error) {
-	g, ok := l.s.host.Group(id)
-	if !ok {
-		return nil, raftgroup.ErrNoGroup
-	}
 	var ask []string
 	seen := map[string]bool{l.s.cfg.Name: true}
 	add := func(node string) {
@@ -316,11 +337,15 @@ func (l local) Membership(ctx context.Context, id string) ([]placement.Member, e
 			ask = append(ask, node)
 		}
 	}
-	leader, _ := g.Leader()
-	add(leader)
-	if servers, err := g.Servers(); err == nil {
-		for _, sv := range servers {
-			add(sv.ID)
+	// A damaged replica is not running: its peers are those the placement
+	// lists.
+	if g, ok := l.s.host.Group(id); ok {
+		leader, _ := g.Leader()
+		add(leader)
+		if servers, err := g.Servers(); err == nil {
+			for _, sv := range servers {
+				add(sv.ID)
+			}
 		}
 	}
 	if p, _ := l.s.currentPlacement(); p != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"time"
 
@@ -170,6 +171,7 @@ func newServer(cfg Config) (s *Server, err error) {
 	if err != nil {
 		return s, err
 	}
+	s.publishDamaged()
 	s.httpSrv = &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: min(10*time.Second, cfg.ReadTimeout),
@@ -282,6 +284,33 @@ func (s *Server) onMembership() {
 	select {
 	case s.memberChanged <- struct{}{}:
 	default:
+	}
+}
+
+// publishDamaged tells the cluster which replicas here are damaged (a
+// gossip tag), so that their leaders remove them and add them back once
+// wiped.
+func (s *Server) publishDamaged() {
+	ids := make([]string, 0)
+	for id := range s.host.Damaged() {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	// The gossip metadata is small (512 bytes for every tag): list what
+	// fits; the rest follow as the listed ones are wiped and published
+	// again. Never more than is damaged, so no healthy replica is removed.
+	v := ""
+	for _, id := range ids {
+		if len(v)+len(id)+1 > 256 {
+			break
+		}
+		if v != "" {
+			v += ","
+		}
+		v += id
+	}
+	if err := s.mem.setTag(tagDamaged, v); err != nil {
+		s.logger.Warn("cannot publish the damaged replicas", "error", err)
 	}
 }
 

@@ -513,6 +513,9 @@ func printStatus(w io.Writer, info *client.ClusterInfo) {
 		if len(g.LostVoters) > 0 {
 			status += " (lost " + strings.Join(g.LostVoters, ",") + ")"
 		}
+		if len(g.Damaged) > 0 {
+			status += " (damaged on " + strings.Join(g.Damaged, ",") + ", rebuilding)"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\n", g.ID, shards, status, dashStr(g.OwnerZone), dashStr(g.ServingZone),
 			leader, pinned, g.Epoch, g.Term, withZones(g.Voters), withZones(g.Nonvoters), g.AppliedIndex)
 	}
