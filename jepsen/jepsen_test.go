@@ -13,8 +13,8 @@ import (
 )
 
 // TestJepsen runs the matrix: LDCD_JEPSEN=quick runs each workload under
-// the mixed faults and the register workload under the membership
-// nemesis (TIME, default 30s); LDCD_JEPSEN=full runs every workload under
+// the mixed faults, the register workload under the membership nemesis and
+// the bank workload under power loss (TIME, default 30s); LDCD_JEPSEN=full runs every workload under
 // every nemesis (TIME, default 60s). SEED fixes the schedules (printed at
 // the start). Results go to jepsen/store/.
 func TestJepsen(t *testing.T) {
@@ -28,7 +28,7 @@ func TestJepsen(t *testing.T) {
 	for _, wl := range Workloads {
 		cells = append(cells, cell{wl, "mixed"})
 	}
-	cells = append(cells, cell{"register", "membership"})
+	cells = append(cells, cell{"register", "membership"}, cell{"bank", "power"})
 	if mode == "full" {
 		dur = 60 * time.Second
 		cells = nil
@@ -83,8 +83,12 @@ func TestJepsen(t *testing.T) {
 			t.Run(wl+"-"+nem, func(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), dur+10*time.Minute)
 				defer cancel()
-				res, err := Run(ctx, RunConfig{Workload: wl, Nemesis: nem, Duration: dur, Seed: seed + i, Bin: bin, Store: store,
-					Logf: func(f string, a ...any) { t.Logf(f, a...) }})
+				cfg := RunConfig{Workload: wl, Nemesis: nem, Duration: dur, Seed: seed + i, Bin: bin, Store: store,
+					Logf: func(f string, a ...any) { t.Logf(f, a...) }}
+				if nem == "power" {
+					cfg.FailpointBin = failpointBin(t)
+				}
+				res, err := Run(ctx, cfg)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -4,16 +4,20 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ldcd/ldcd/client"
 )
 
 // Nemeses are the fault schedules a run can use.
-var Nemeses = []string{"none", "kill", "pause", "partition", "placement", "membership", "mixed"}
+var Nemeses = []string{"none", "kill", "pause", "partition", "placement", "membership", "power", "bitflip", "disk-full", "mixed"}
 
 // nemesis injects faults of its kinds at random, from a seeded source, and
 // heals them. It runs on one goroutine.
@@ -42,6 +46,10 @@ type nemesis struct {
 	retired map[*Node]bool
 	drained []client.PlacementRequest
 	added   int
+
+	// smallDisk is the disk-full nemesis's file system (rz1a's data
+	// directory); balloon, the file that fills it while the fault lasts.
+	smallDisk, balloon string
 }
 
 func newNemesis(name string, c *Cluster, net *Net, cl *client.Client, rnd *rand.Rand, rec *Recorder, logf func(string, ...any)) *nemesis {
@@ -276,6 +284,42 @@ func (n *nemesis) start(ctx context.Context, kind string) (string, error) {
 		return fmt.Sprintf("move %s from %s to %s", r.Shards, r.Owner, to), nil
 	case "membership":
 		return n.membership(ctx)
+	case "power":
+		// The nodes lose what they had not fsynced (RunConfig.FailpointBin).
+		var victims []*Node
+		var what string
+		switch n.rnd.Intn(3) {
+		case 0:
+			victims, what = n.pick(1), "one node"
+		case 1:
+			victims, what = n.pick((len(n.live())-1)/2), "a minority"
+		default:
+			victims, what = n.live(), "every node at one instant"
+		}
+		n.killAll(victims)
+		n.killed = victims
+		return fmt.Sprintf("power loss of %s: %v", what, names(victims)), nil
+	case "bitflip":
+		return n.bitflip(ctx)
+	case "disk-full":
+		// Fill rz1a's file system to 16 MiB below its reserve (160 MiB):
+		// the groups with a replica there refuse writes (507) until heal
+		// deletes the balloon.
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(n.smallDisk, &st); err != nil {
+			return "", err
+		}
+		free := int64(st.Bavail) * int64(st.Bsize)
+		size := free - (160-16)<<20
+		if size <= 0 {
+			return "", fmt.Errorf("rz1a's disk is already below its reserve (%d MiB free)", free>>20)
+		}
+		n.balloon = filepath.Join(n.smallDisk, "balloon")
+		if err := writeBalloon(n.balloon, size); err != nil {
+			os.Remove(n.balloon)
+			return "", err
+		}
+		return fmt.Sprintf("disk of rz1a filled: %d MiB free of %d before, %d MiB balloon", free>>20, int64(st.Blocks)*int64(st.Bsize)>>20, size>>20), nil
 	}
 	return "", fmt.Errorf("unknown fault %q", kind)
 }
@@ -382,6 +426,87 @@ func (n *nemesis) membership(ctx context.Context) (string, error) {
 	return change + " with " + desc, nil
 }
 
+// writeBalloon writes a file of size bytes (real blocks, not a hole).
+func writeBalloon(name string, size int64) error {
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for size > 0 {
+		k := min(size, int64(len(buf)))
+		if _, err := f.Write(buf[:k]); err != nil {
+			f.Close()
+			return err
+		}
+		size -= k
+	}
+	return f.Close()
+}
+
+// killAll kills the nodes at once (one goroutine each), as a power cut.
+func (n *nemesis) killAll(nodes []*Node) {
+	var wg sync.WaitGroup
+	for _, x := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.c.Kill(x)
+		}()
+	}
+	wg.Wait()
+}
+
+// bitflip kills one node, flips one bit in the middle of what its newest
+// log segment holds (synced data: not a torn tail), and restarts it at
+// heal: the node must report its replicas as damaged and the cluster
+// rebuild them. Only while the cluster is settled (nothing damaged, three
+// voters everywhere), so that no group ever has two damaged replicas.
+func (n *nemesis) bitflip(ctx context.Context) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	info, err := n.cl.Cluster(cctx)
+	cancel()
+	if err != nil {
+		return "", err
+	}
+	for _, g := range info.Groups {
+		if len(g.Damaged) > 0 || len(g.Voters) != 3 || g.Leader == "" {
+			return "", fmt.Errorf("not settled (%s: damaged %v, voters %v): no flip now", g.ID, g.Damaged, g.Voters)
+		}
+	}
+	var cand []*Node
+	for _, x := range n.live() {
+		if x.Zone != "cz-sh" { // a CZone node keeps no group log
+			cand = append(cand, x)
+		}
+	}
+	x := cand[n.rnd.Intn(len(cand))]
+	n.c.Kill(x)
+	n.killed = []*Node{x}
+	segs, err := filepath.Glob(filepath.Join(x.DataDir, "shared-log", "*.seg"))
+	if err != nil || len(segs) == 0 {
+		return "", fmt.Errorf("no log segment on %s: %v", x.Name, err)
+	}
+	seg := segs[len(segs)-1]
+	b, err := os.ReadFile(seg)
+	if err != nil {
+		return "", err
+	}
+	end := len(b)
+	for end > 0 && b[end-1] == 0 {
+		end--
+	}
+	if end < 1024 {
+		return "", fmt.Errorf("%s holds %d bytes: nothing to flip", seg, end)
+	}
+	at := end/4 + n.rnd.Intn(end/2)
+	b[at] ^= 1 << n.rnd.Intn(8)
+	if err := os.WriteFile(seg, b, 0o600); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("bit flipped in %s of %s at offset %d of %d written", filepath.Base(seg), x.Name, at, end), nil
+}
+
 // placementChange moves a range's owner or splits one (the placement
 // nemesis's faults).
 func (n *nemesis) placementChange(ctx context.Context) (string, error) {
@@ -406,6 +531,12 @@ func (n *nemesis) heal() {
 		}
 	}
 	n.killed = nil
+	if n.balloon != "" {
+		if err := os.Remove(n.balloon); err != nil {
+			n.logf("remove the balloon: %v", err)
+		}
+		n.balloon = ""
+	}
 	if len(n.drained) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -24,6 +25,10 @@ type RunConfig struct {
 	Seed     int64
 	// Bin is the ldcd binary; Store is the parent of the run's directory.
 	Bin, Store string
+	// FailpointBin is an ldcd built with -tags failpoints, which the power
+	// nemesis needs (its shared log keeps unsynced writes in memory, so a
+	// kill -9 loses them as a power cut would).
+	FailpointBin string
 	// Clients is the number of concurrent client processes (default 10).
 	Clients int
 	Logf    func(format string, args ...any)
@@ -119,6 +124,14 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 		deadAfter = "10s"
 	}
 	c := &Cluster{Bin: cfg.Bin, Dir: dir, Args: []string{"--heartbeat-timeout", "500ms", "--election-timeout", "500ms", "--dead-node-timeout", deadAfter}}
+	if cfg.Nemesis == "power" {
+		if cfg.FailpointBin == "" {
+			return nil, errors.New("jepsen: the power nemesis needs RunConfig.FailpointBin (ldcd built with -tags failpoints)")
+		}
+		c.Bin = cfg.FailpointBin
+		c.Env = []string{"LDCD_POWER_LOSS=1"}
+		note("power: nodes run a failpoints build whose shared log loses every write not fsynced on kill -9 (the state machine's bbolt file is not covered: kill -9 keeps its page cache)")
+	}
 	defer c.Close()
 	// Nodes may run as other users: their data lives in a directory they
 	// can reach wherever the repository is (logs stay in the run's dir).
@@ -162,6 +175,29 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 			join = []string{c.Nodes[0].Gossip}
 		}
 		return n, c.Start(n, join...)
+	}
+	// disk-full: rz1a's data directory is a small file system of its own,
+	// which the nemesis fills up to below the nodes' free-space reserve.
+	var smallDisk string
+	if cfg.Nemesis == "disk-full" {
+		if os.Geteuid() != 0 {
+			return nil, errors.New("jepsen: the disk-full nemesis mounts a tmpfs and needs root")
+		}
+		smallDisk = filepath.Join(data, "rz1a")
+		if err := os.MkdirAll(smallDisk, 0o755); err != nil {
+			return nil, err
+		}
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=512m,mode=0755", "tmpfs", smallDisk).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("jepsen: mount a tmpfs for rz1a: %v: %s", err, out)
+		}
+		defer func() {
+			c.Close()
+			if out, err := exec.Command("umount", "-l", smallDisk).CombinedOutput(); err != nil {
+				cfg.Logf("umount %s: %v: %s", smallDisk, err, out)
+			}
+		}()
+		c.Args = append(c.Args, "--min-free-space", "160MiB")
+		note("disk-full: rz1a's data directory is a 512 MiB tmpfs; every node keeps 160 MiB free")
 	}
 	for _, spec := range []struct{ name, zone, city string }{
 		{"gz1", "gz", "hz"}, {"rz0a", "rz0", "hz"}, {"rz0b", "rz0", "hz"}, {"rz1a", "rz1", "hz"}, {"rz2a", "rz2", "sh"}, {"cz1", "cz-sh", "sh"},
@@ -211,6 +247,7 @@ func Run(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 	}
 	nem := newNemesis(cfg.Nemesis, c, nw, cl, rand.New(rand.NewSource(rnd.Int63())), rec, func(f string, a ...any) { cfg.Logf(f, a...) })
 	nem.spawn = spawn
+	nem.smallDisk = smallDisk
 	nemDone := make(chan struct{})
 	go func() {
 		defer close(nemDone)
@@ -300,7 +337,8 @@ func containsStr(list []string, s string) bool {
 const minOKPerMinute = 600
 
 // waitSettled waits until every group has a leader and exactly three
-// voters, no learners, every member a node of c, and nothing left to move:
+// voters, no learners, no damaged replica, every member a node of c, and
+// nothing left to move:
 // a group short of a voter, or with a member it should not have, after
 // healing is a failed run.
 func waitSettled(ctx context.Context, cl *client.Client, c *Cluster, retired map[*Node]bool, timeout time.Duration) error {
@@ -311,7 +349,7 @@ func waitSettled(ctx context.Context, cl *client.Client, c *Cluster, retired map
 	return waitGroups(ctx, cl, timeout, func(g client.GroupInfo) bool {
 		members := append(append([]string{}, g.Voters...), g.Nonvoters...)
 		unknown := slices.DeleteFunc(members, func(m string) bool { return known[m] })
-		return g.Leader != "" && len(g.Voters) == 3 && len(g.Nonvoters) == 0 && len(g.Desired) == 0 && len(unknown) == 0
+		return g.Leader != "" && len(g.Voters) == 3 && len(g.Nonvoters) == 0 && len(g.Desired) == 0 && len(unknown) == 0 && len(g.Damaged) == 0
 	})
 }
 

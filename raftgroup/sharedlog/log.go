@@ -143,7 +143,7 @@ type writeOp struct {
 // the last write is cut off, and damaged data that was synced fails the
 // open with a *CorruptionError.
 func Open(dir string, segSize int64) (*Log, error) {
-	return openFS(osFS{}, dir, segSize)
+	return openFS(defaultFS(), dir, segSize)
 }
 
 // openFS opens the shared log in dir of fsys.
