@@ -50,6 +50,8 @@ type nemesis struct {
 	// smallDisk is the disk-full nemesis's file system (rz1a's data
 	// directory); balloon, the file that fills it while the fault lasts.
 	smallDisk, balloon string
+	// flipped is the node the bitflip nemesis damaged last.
+	flipped *Node
 }
 
 func newNemesis(name string, c *Cluster, net *Net, cl *client.Client, rnd *rand.Rand, rec *Recorder, logf func(string, ...any)) *nemesis {
@@ -470,8 +472,22 @@ func (n *nemesis) bitflip(ctx context.Context) (string, error) {
 		return "", err
 	}
 	for _, g := range info.Groups {
-		if len(g.Damaged) > 0 || len(g.Voters) != 3 || g.Leader == "" {
-			return "", fmt.Errorf("not settled (%s: damaged %v, voters %v): no flip now", g.ID, g.Damaged, g.Voters)
+		if len(g.Damaged) > 0 || len(g.Voters) != 3 || len(g.Nonvoters) > 0 || g.Leader == "" {
+			return "", fmt.Errorf("not settled (%s: damaged %v, voters %v, learners %v): no flip now", g.ID, g.Damaged, g.Voters, g.Nonvoters)
+		}
+	}
+	// The view may predate the last flip's report: ask that node itself
+	// whether it still holds a damaged replica (two damaged replicas of one
+	// group are two lost disks, beyond what a group of three survives).
+	if n.flipped != nil {
+		var st struct {
+			Damaged map[string]string `json:"damaged"`
+		}
+		sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+		err := GetJSON(sctx, n.flipped, "/v1/internal/status", &st)
+		scancel()
+		if err != nil || len(st.Damaged) > 0 {
+			return "", fmt.Errorf("%s not rebuilt yet (damaged %v, %v): no flip now", n.flipped.Name, st.Damaged, err)
 		}
 	}
 	var cand []*Node
@@ -483,6 +499,7 @@ func (n *nemesis) bitflip(ctx context.Context) (string, error) {
 	x := cand[n.rnd.Intn(len(cand))]
 	n.c.Kill(x)
 	n.killed = []*Node{x}
+	n.flipped = x
 	segs, err := filepath.Glob(filepath.Join(x.DataDir, "shared-log", "*.seg"))
 	if err != nil || len(segs) == 0 {
 		return "", fmt.Errorf("no log segment on %s: %v", x.Name, err)
