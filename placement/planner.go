@@ -181,13 +181,16 @@ func (pl *planner) load() map[string]int {
 }
 
 // candidate picks the best node for a new replica of g: an eligible node not
-// already hosting g, in a zone g does not use yet if possible, then in the
+// already hosting g, in a zone g does not use yet if possible (counting only
+// healthy replicas, then every replica, the leaving ones too), then in the
 // preferred zone, then the least loaded.
 func (pl *planner) candidate(g *GroupPlacement, preferZone string) (string, bool) {
-	used := map[string]int{}
+	used := map[string]int{}     // healthy replicas per zone
+	occupied := map[string]int{} // replicas per zone, leaving ones included
 	hosting := map[string]bool{}
 	for _, r := range g.Replicas {
 		hosting[r.Node] = true
+		occupied[pl.nodes[r.Node].Zone]++
 		if !pl.leaving(r.Node) {
 			used[pl.nodes[r.Node].Zone]++
 		}
@@ -206,6 +209,13 @@ func (pl *planner) candidate(g *GroupPlacement, preferZone string) (string, bool
 		a, b := cands[i], cands[j]
 		if used[a.Zone] != used[b.Zone] {
 			return used[a.Zone] < used[b.Zone]
+		}
+		// A replacement goes to a zone the group does not use at all, not
+		// the zone of the replica it replaces: until that one is removed,
+		// the two would be half of four voters, and losing their zone
+		// would take the quorum.
+		if occupied[a.Zone] != occupied[b.Zone] {
+			return occupied[a.Zone] < occupied[b.Zone]
 		}
 		if (a.Zone == preferZone) != (b.Zone == preferZone) {
 			return a.Zone == preferZone
