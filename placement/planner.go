@@ -502,9 +502,48 @@ func (pl *planner) step(g *GroupPlacement) {
 	if zones[pl.nodes[to].Zone] && !zones[pl.nodes[from].Zone] {
 		return // the move would put two replicas in one zone
 	}
+	for _, r := range g.Replicas {
+		if !pl.caughtUp(st, r.Node) {
+			return // the move is optional: not while a replica is down
+		}
+	}
+	if pl.zoneSafe(g.Replicas, "") && !pl.zoneSafe(g.Replicas, to) {
+		// The move is optional: it must not pass through a configuration
+		// that a zone loss leaves without a quorum (from and to in one
+		// zone: two of four voters).
+		return
+	}
 	pl.rebalanced = true
 	g.Replicas = append(g.Replicas, Replica{Node: to})
 	pl.decide(DecideRebalance, g.ID, to, fmt.Sprintf("%s hosts %d replicas, %s hosts %d", from, fromLoad, to, load[to]))
+}
+
+// zoneSafe reports whether the voters of replicas, plus a voter on extra
+// (if not ""), keep a majority when any one zone is lost on top of the
+// nodes that are down now.
+func (pl *planner) zoneSafe(replicas []Replica, extra string) bool {
+	n, present, per := 0, 0, map[string]int{}
+	count := func(node string) {
+		n++
+		if pl.nodes[node].Alive {
+			present++
+			per[pl.nodes[node].Zone]++
+		}
+	}
+	for _, r := range replicas {
+		if r.Voter {
+			count(r.Node)
+		}
+	}
+	if extra != "" {
+		count(extra)
+	}
+	for _, c := range per {
+		if 2*(present-c) <= n {
+			return false
+		}
+	}
+	return 2*present > n
 }
 
 // surplus picks the replica to drop from a group with one voter too many:
