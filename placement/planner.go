@@ -485,6 +485,12 @@ func (pl *planner) step(g *GroupPlacement) {
 	load := pl.load()
 	from, fromLoad := "", -1
 	for _, r := range g.Replicas {
+		if z := pl.nodes[r.Node].Zone; z == prefer && zoneCount[z] == 1 {
+			// surplus never removes the preferred zone's last replica:
+			// moving it would add a voter elsewhere, remove that one, and
+			// start again, forever.
+			continue
+		}
 		if l := load[r.Node]; l > fromLoad || (l == fromLoad && r.Node < from) {
 			from, fromLoad = r.Node, l
 		}
