@@ -396,23 +396,37 @@ func (pl *planner) step(g *GroupPlacement) {
 	}
 
 	healthyVoters, healthy := 0, 0
+	up := 0 // healthy and caught up now
 	for _, r := range g.Replicas {
 		if !pl.leaving(r.Node) {
 			healthy++
 			if r.Voter {
 				healthyVoters++
 			}
+			if pl.caughtUp(st, r.Node) {
+				up++
+			}
 		}
 	}
 	// 2. Remove a dead or drained learner, or such a voter once enough
 	// healthy voters replace it (a drained leader hands leadership away
-	// before it is removed).
+	// before it is removed). A drained replica that is up and caught up
+	// goes only once enough other replicas are up and caught up.
 	for i, r := range g.Replicas {
 		if !pl.leaving(r.Node) {
 			continue
 		}
 		if r.Voter && healthyVoters < want {
 			continue
+		}
+		// A drained replica that is up is still a copy of the data: it
+		// goes only while want-1 others are up and caught up, not merely
+		// not dead yet (a node just gone down).
+		if pl.caughtUp(st, r.Node) && up < want-1 {
+			continue
+		}
+		if r.Voter && !pl.keepsQuorum(g, r.Node) {
+			continue // the voters left up would be no majority
 		}
 		g.Replicas = append(g.Replicas[:i:i], g.Replicas[i+1:]...)
 		reason := fmt.Sprintf("node down for %s or more", pl.o.DeadAfter)
@@ -550,6 +564,21 @@ func (pl *planner) zoneSafe(replicas []Replica, extra string) bool {
 		}
 	}
 	return 2*present > n
+}
+
+// keepsQuorum reports whether g's voters other than node that are up are a
+// majority of them: removing node then leaves the group a leader.
+func (pl *planner) keepsQuorum(g *GroupPlacement, node string) bool {
+	n, live := 0, 0
+	for _, r := range g.Replicas {
+		if r.Voter && r.Node != node {
+			n++
+			if pl.nodes[r.Node].Alive {
+				live++
+			}
+		}
+	}
+	return 2*live > n
 }
 
 // surplus picks the replica to drop from a group with one voter too many:
