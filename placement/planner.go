@@ -448,8 +448,15 @@ func (pl *planner) step(g *GroupPlacement) {
 
 	// 4. Remove a surplus replica (a move whose new replica is now a
 	// voter): one in a duplicated zone, else the one on the most loaded
-	// node, never the preferred zone's last.
+	// node, never the preferred zone's last. Only while every replica is up
+	// and caught up: a node just gone down is not dead yet (not leaving),
+	// and removing a live copy then would leave fewer than want-1 copies.
 	if healthyVoters > want && healthy == len(g.Replicas) && healthyVoters == len(g.Replicas) {
+		for _, r := range g.Replicas {
+			if !pl.caughtUp(st, r.Node) {
+				return
+			}
+		}
 		if victim, ok := pl.surplus(g, prefer); ok {
 			for i, r := range g.Replicas {
 				if r.Node == victim {
