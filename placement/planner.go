@@ -373,7 +373,11 @@ func settled(g *GroupPlacement, st GroupState) bool {
 // step makes at most one change to g.
 func (pl *planner) step(g *GroupPlacement) {
 	st, ok := pl.s.Groups[g.ID]
-	if !ok || st.Leader == "" || !settled(g, st) {
+	if !ok || st.Leader == "" {
+		return
+	}
+	if !settled(g, st) {
+		pl.unstick(g, st)
 		return
 	}
 	want := pl.p.Topology.Replicas
@@ -586,6 +590,29 @@ func (pl *planner) keepsQuorum(g *GroupPlacement, node string) bool {
 		}
 	}
 	return 2*live > n
+}
+
+// unstick drops from an unsettled group's desired replicas a node that died
+// before the step adding or promoting it was carried out: the agent can
+// never promote a dead learner, and the group, never settled again, would
+// get no other step (not even the replacement of its dead voters).
+func (pl *planner) unstick(g *GroupPlacement, st GroupState) {
+	have := map[string]Member{}
+	for _, m := range st.Members {
+		have[m.Node] = m
+	}
+	for i, r := range g.Replicas {
+		m, listed := have[r.Node]
+		if !pl.dead(r.Node) || (listed && m.Voter) || (listed && !r.Voter) {
+			continue
+		}
+		g.Replicas = append(g.Replicas[:i:i], g.Replicas[i+1:]...)
+		if g.Leader == r.Node {
+			g.Leader = ""
+		}
+		pl.decide(DecideRemove, g.ID, r.Node, fmt.Sprintf("down for %s or more before it could be added or promoted", pl.o.DeadAfter))
+		return
+	}
 }
 
 // surplus picks the replica to drop from a group with one voter too many:
