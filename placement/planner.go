@@ -2,6 +2,7 @@ package placement
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 )
@@ -416,7 +417,12 @@ func (pl *planner) step(g *GroupPlacement) {
 	// healthy voters replace it (a drained leader hands leadership away
 	// before it is removed). A drained replica that is up and caught up
 	// goes only once enough other replicas are up and caught up.
-	for i, r := range g.Replicas {
+	// Of the replicas that may go, one whose removal keeps the group able
+	// to survive a zone loss goes first: with a dead voter and a drained
+	// one in four zones plus a replacement beside the dead one, removing
+	// the drained one first leaves two of four voters in one zone.
+	var removable []Replica
+	for _, r := range g.Replicas {
 		if !pl.leaving(r.Node) {
 			continue
 		}
@@ -432,7 +438,33 @@ func (pl *planner) step(g *GroupPlacement) {
 		if r.Voter && !pl.keepsQuorum(g, r.Node) {
 			continue // the voters left up would be no majority
 		}
-		g.Replicas = append(g.Replicas[:i:i], g.Replicas[i+1:]...)
+		removable = append(removable, r)
+	}
+	if len(removable) > 0 {
+		r := removable[0]
+		if safe := pl.zoneSafe(g.Replicas, ""); safe {
+			i := slices.IndexFunc(removable, func(c Replica) bool { return pl.zoneSafe(without(g.Replicas, c.Node), "") })
+			switch {
+			case i >= 0:
+				r = removable[i]
+			case r.Voter && healthyVoters > want:
+				// A replacement in the zone of a voter that came back:
+				// remove a surplus healthy voter first, if that keeps the
+				// group safe.
+				if v, ok := pl.safeSurplus(g, st, prefer); ok {
+					g.Replicas = without(g.Replicas, v)
+					pl.decide(DecideRemove, g.ID, v, fmt.Sprintf("%d healthy voters, %d wanted; removed before %s to survive a zone loss", healthyVoters, want, r.Node))
+					return
+				}
+			}
+			if i < 0 && pl.someVoterDown(g) {
+				// A voter is down but not dead yet: were it gone for
+				// good, the removal would leave the group unable to
+				// survive a zone loss. Wait until it is back or dead.
+				return
+			}
+		}
+		g.Replicas = without(g.Replicas, r.Node)
 		reason := fmt.Sprintf("node down for %s or more", pl.o.DeadAfter)
 		if !pl.dead(r.Node) {
 			reason = "node drained"
@@ -577,21 +609,6 @@ func (pl *planner) zoneSafe(replicas []Replica, extra string) bool {
 	return 2*present > n
 }
 
-// keepsQuorum reports whether g's voters other than node that are up are a
-// majority of them: removing node then leaves the group a leader.
-func (pl *planner) keepsQuorum(g *GroupPlacement, node string) bool {
-	n, live := 0, 0
-	for _, r := range g.Replicas {
-		if r.Voter && r.Node != node {
-			n++
-			if pl.nodes[r.Node].Alive {
-				live++
-			}
-		}
-	}
-	return 2*live > n
-}
-
 // unstick drops from an unsettled group's desired replicas a node that died
 // before the step adding or promoting it was carried out: the agent can
 // never promote a dead learner, and the group, never settled again, would
@@ -613,6 +630,72 @@ func (pl *planner) unstick(g *GroupPlacement, st GroupState) {
 		pl.decide(DecideRemove, g.ID, r.Node, fmt.Sprintf("down for %s or more before it could be added or promoted", pl.o.DeadAfter))
 		return
 	}
+}
+
+// without returns replicas without node's.
+func without(replicas []Replica, node string) []Replica {
+	var out []Replica
+	for _, r := range replicas {
+		if r.Node != node {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// safeSurplus picks a healthy voter of g whose removal keeps g zone-safe and
+// loses no copy the group needs: one that is not caught up (it holds no
+// current copy), else one whose removal leaves want caught-up voters. Never
+// the preferred zone's last replica.
+func (pl *planner) safeSurplus(g *GroupPlacement, st GroupState, prefer string) (string, bool) {
+	zoneCount := map[string]int{}
+	upVoters := 0
+	for _, r := range g.Replicas {
+		zoneCount[pl.nodes[r.Node].Zone]++
+		if r.Voter && !pl.leaving(r.Node) && pl.caughtUp(st, r.Node) {
+			upVoters++
+		}
+	}
+	best, bestUp := "", true
+	for _, r := range g.Replicas {
+		z := pl.nodes[r.Node].Zone
+		if !r.Voter || pl.leaving(r.Node) || (z == prefer && zoneCount[z] == 1) || !pl.zoneSafe(without(g.Replicas, r.Node), "") || !pl.keepsQuorum(g, r.Node) {
+			continue
+		}
+		isUp := pl.caughtUp(st, r.Node)
+		if isUp && upVoters-1 < pl.p.Topology.Replicas {
+			continue
+		}
+		if best == "" || (bestUp && !isUp) || (bestUp == isUp && r.Node < best) {
+			best, bestUp = r.Node, isUp
+		}
+	}
+	return best, best != ""
+}
+
+// someVoterDown reports whether a voter of g is down but not yet dead.
+func (pl *planner) someVoterDown(g *GroupPlacement) bool {
+	for _, r := range g.Replicas {
+		if r.Voter && !pl.nodes[r.Node].Alive && !pl.dead(r.Node) {
+			return true
+		}
+	}
+	return false
+}
+
+// keepsQuorum reports whether g's voters other than node that are up are a
+// majority of them: removing node then leaves the group a leader.
+func (pl *planner) keepsQuorum(g *GroupPlacement, node string) bool {
+	n, live := 0, 0
+	for _, r := range g.Replicas {
+		if r.Voter && r.Node != node {
+			n++
+			if pl.nodes[r.Node].Alive {
+				live++
+			}
+		}
+	}
+	return 2*live > n
 }
 
 // surplus picks the replica to drop from a group with one voter too many:
