@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin/ldcd
 FUZZTIME ?= 20s
 
-.PHONY: build test verify fuzz run clean measure measure-idle bench bench-etcd bench-etcd-deps jepsen jepsen-quick jepsen-deps
+.PHONY: build test verify fuzz props run clean measure measure-idle bench bench-etcd bench-etcd-deps jepsen jepsen-quick jepsen-deps
 
 ## build: compile the ldcd binary into bin/
 build:
@@ -44,6 +44,13 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseTopology$$' -fuzztime $(FUZZTIME) ./placement
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTxn$$' -fuzztime $(FUZZTIME) ./server
 	$(GO) test -run '^$$' -fuzz '^FuzzHTTP$$' -fuzztime $(FUZZTIME) ./server
+
+## props: the placement planner's property tests over PROPS generated cases (default 100000),
+## from seed PROPS_BASE (default 1); make test runs 300 of them
+PROPS ?= 100000
+PROPS_BASE ?= 1
+props:
+	LDCD_PROPS=$(PROPS) LDCD_PROPS_BASE=$(PROPS_BASE) $(GO) test -count=1 -timeout 6h -run 'TestPlannerProperties$$' -v ./placement
 
 ## measure: placement figures over 10 runs (failover, failback, move pause, split of 100k keys)
 measure:
