@@ -46,7 +46,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzHTTP$$' -fuzztime $(FUZZTIME) ./server
 
 ## props: the placement planner's property tests over PROPS generated cases (default 100000),
-## from seed PROPS_BASE (default 1); make test runs 300 of them
+## from seed PROPS_BASE (default 1); make test runs 200 of them
 PROPS ?= 100000
 PROPS_BASE ?= 1
 props:
