@@ -28,10 +28,10 @@ import (
 //
 // The properties, and what "wherever the topology allows it" means, are
 // written down in DESIGN.md ("What the planner guarantees"); change() checks
-// them. In short, (a) is required of a promotion when an eligible zone (not
-// a czone, not drained, with a live undrained node) held no replica of the
-// group when the learner was chosen, of a removal when there are
-// replicas+1 eligible zones, and of a rebalancing move always. With fewer
+// them. In short, (a) is required when there are replicas+1 eligible zones
+// (not czones, not drained, with a live undrained node) and, for a
+// promotion, an eligible zone held no replica of the group when the learner
+// was chosen; of a rebalancing move always. With fewer
 // (3 zones and 3 replicas, the common case), any single-server change of a
 // 3-voter group passes through 2 or 4 voters over 3 zones, which cannot
 // survive every zone loss: there the planner is held to (b), at most one
@@ -75,7 +75,7 @@ type propSim struct {
 	addAt      map[string]int // tick of the last add or rebalance decision
 	// rebalanceAt is the tick of a group's last rebalancing decision.
 	rebalanceAt map[string]int
-	freeAtAdd   map[string]bool // an eligible zone was free of the group at its last add
+	freeAtAdd   map[string]bool // group/node: an eligible zone was free of the group when node was added
 	// decidedAt is the tick of the planner's last replica decision on a
 	// group; lastKill the tick of the last node death or return the test
 	// caused. A step decided before it is carried out after it (the agent
@@ -455,14 +455,14 @@ func (s *propSim) change(id string, act Action, after []Member) {
 	// Removing a voter down for DeadAfter is exempt: the planner must take
 	// it for lost, and cannot know which of two such nodes really is.
 	declaredDead := act.Kind == ActRemove && !s.nodes[act.Node].alive && s.now.Sub(s.nodes[act.Node].downSince) >= s.opts.DeadAfter
-	// "The topology allows" it: for a promotion, the planner could have
-	// put the learner in an eligible zone the group did not use; for a
-	// removal, there are replicas+1 eligible zones (since the group's last
-	// add). A rebalancing move is optional: always.
+	// "The topology allows" it: there are replicas+1 eligible zones (since
+	// the group's last add) and, for a promotion, the planner could have
+	// put the learner in an eligible zone the group did not use. A
+	// rebalancing move is optional: always.
 	rebalancing := s.rebalancing[id] && s.lastKill < s.rebalanceAt[id]
 	allows := s.minZones(id) >= want+1
 	if act.Kind == ActPromote {
-		allows = s.freeAtAdd[id]
+		allows = allows && s.freeAtAdd[id+"/"+act.Node]
 	}
 	s.stats.steps++
 	if s.zoneSafe(before) && (allows || rebalancing) && fresh && !declaredDead {
@@ -470,7 +470,7 @@ func (s *propSim) change(id string, act Action, after []Member) {
 	}
 	if s.zoneSafe(before) && !s.zoneSafe(after) && (allows || rebalancing) && fresh && !declaredDead {
 		s.fail("(a) %s: %s survived any zone loss, %s does not (%d eligible zones, %d replicas, a free zone at the add: %v, rebalancing: %v)",
-			id, fmtMembers(s, before), fmtMembers(s, after), s.minZones(id), want, s.freeAtAdd[id], rebalancing)
+			id, fmtMembers(s, before), fmtMembers(s, after), s.minZones(id), want, s.freeAtAdd[id+"/"+act.Node], rebalancing)
 	}
 	// (b) even voter count for at most one step.
 	_, vb := s.liveVoters(before, id)
@@ -673,7 +673,7 @@ func (s *propSim) step() {
 				// removal of the surplus voter.
 				if d.Kind == DecideAdd || d.Kind == DecideRebalance {
 					s.addAt[d.Group] = s.tick - 1 // zoneAt[tick-1] is this tick's
-					s.freeAtAdd[d.Group] = s.freeZone(old, d.Group)
+					s.freeAtAdd[d.Group+"/"+d.Node] = s.freeZone(old, d.Group)
 				}
 				if d.Kind == DecideRebalance {
 					s.rebalancing[d.Group] = true
