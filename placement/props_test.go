@@ -890,6 +890,10 @@ func runCase(seed int64, st *propStats) (string, []string) {
 		s.step()
 	}
 	if s.failed == "" {
+		// A removal decided before a kill can still land after it (see
+		// DESIGN.md, what remains): judge quorum loss on the final
+		// configurations.
+		s.markQuorumLoss()
 		if why := s.converged(); why != "" {
 			s.fail("did not converge: %s", why)
 		}
