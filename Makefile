@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin/ldcd
 FUZZTIME ?= 20s
 
-.PHONY: build test verify fuzz crash-soak run clean measure measure-idle bench bench-etcd bench-etcd-deps jepsen jepsen-quick jepsen-deps jepsen-soak
+.PHONY: build test verify fuzz crash-soak props run clean measure measure-idle bench bench-etcd bench-etcd-deps jepsen jepsen-quick jepsen-deps jepsen-soak
 
 ## build: compile the ldcd binary into bin/
 build:
@@ -68,6 +68,13 @@ fuzz:
 CRASH_SEEDS ?= 20000
 crash-soak:
 	LDCD_CRASH_SOAK=$(CRASH_SEEDS) $(GO) test -count=1 -timeout 3h -run 'Crash' -v ./raftgroup/sharedlog 2>&1 | grep --line-buffered -E '^(---|ok|FAIL|PASS)|crash_test.go|panic'; exit $${PIPESTATUS[0]}
+
+## props: the placement planner's property tests over PROPS generated cases (default 100000),
+## from seed PROPS_BASE (default 1); make test runs 200 of them
+PROPS ?= 100000
+PROPS_BASE ?= 1
+props:
+	LDCD_PROPS=$(PROPS) LDCD_PROPS_BASE=$(PROPS_BASE) $(GO) test -count=1 -timeout 6h -run 'TestPlannerProperties$$' -v ./placement
 
 ## measure: placement figures over 10 runs (failover, failback, move pause, split of 100k keys)
 measure:

@@ -2,6 +2,7 @@ package placement
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 )
@@ -181,13 +182,16 @@ func (pl *planner) load() map[string]int {
 }
 
 // candidate picks the best node for a new replica of g: an eligible node not
-// already hosting g, in a zone g does not use yet if possible, then in the
+// already hosting g, in a zone g does not use yet if possible (counting only
+// healthy replicas, then every replica, the leaving ones too), then in the
 // preferred zone, then the least loaded.
 func (pl *planner) candidate(g *GroupPlacement, preferZone string) (string, bool) {
-	used := map[string]int{}
+	used := map[string]int{}     // healthy replicas per zone
+	occupied := map[string]int{} // replicas per zone, leaving ones included
 	hosting := map[string]bool{}
 	for _, r := range g.Replicas {
 		hosting[r.Node] = true
+		occupied[pl.nodes[r.Node].Zone]++
 		if !pl.leaving(r.Node) {
 			used[pl.nodes[r.Node].Zone]++
 		}
@@ -206,6 +210,13 @@ func (pl *planner) candidate(g *GroupPlacement, preferZone string) (string, bool
 		a, b := cands[i], cands[j]
 		if used[a.Zone] != used[b.Zone] {
 			return used[a.Zone] < used[b.Zone]
+		}
+		// A replacement goes to a zone the group does not use at all, not
+		// the zone of the replica it replaces: until that one is removed,
+		// the two would be half of four voters, and losing their zone
+		// would take the quorum.
+		if occupied[a.Zone] != occupied[b.Zone] {
+			return occupied[a.Zone] < occupied[b.Zone]
 		}
 		if (a.Zone == preferZone) != (b.Zone == preferZone) {
 			return a.Zone == preferZone
@@ -363,7 +374,11 @@ func settled(g *GroupPlacement, st GroupState) bool {
 // step makes at most one change to g.
 func (pl *planner) step(g *GroupPlacement) {
 	st, ok := pl.s.Groups[g.ID]
-	if !ok || st.Leader == "" || !settled(g, st) {
+	if !ok || st.Leader == "" {
+		return
+	}
+	if !settled(g, st) {
+		pl.unstick(g, st)
 		return
 	}
 	want := pl.p.Topology.Replicas
@@ -386,25 +401,70 @@ func (pl *planner) step(g *GroupPlacement) {
 	}
 
 	healthyVoters, healthy := 0, 0
+	up := 0 // healthy and caught up now
 	for _, r := range g.Replicas {
 		if !pl.leaving(r.Node) {
 			healthy++
 			if r.Voter {
 				healthyVoters++
 			}
+			if pl.caughtUp(st, r.Node) {
+				up++
+			}
 		}
 	}
 	// 2. Remove a dead or drained learner, or such a voter once enough
 	// healthy voters replace it (a drained leader hands leadership away
-	// before it is removed).
-	for i, r := range g.Replicas {
+	// before it is removed). A drained replica that is up and caught up
+	// goes only once enough other replicas are up and caught up.
+	// Of the replicas that may go, one whose removal keeps the group able
+	// to survive a zone loss goes first: with a dead voter and a drained
+	// one in four zones plus a replacement beside the dead one, removing
+	// the drained one first leaves two of four voters in one zone.
+	var removable []Replica
+	for _, r := range g.Replicas {
 		if !pl.leaving(r.Node) {
 			continue
 		}
 		if r.Voter && healthyVoters < want {
 			continue
 		}
-		g.Replicas = append(g.Replicas[:i:i], g.Replicas[i+1:]...)
+		// A drained replica that is up is still a copy of the data: it
+		// goes only while want-1 others are up and caught up, not merely
+		// not dead yet (a node just gone down).
+		if pl.caughtUp(st, r.Node) && up < want-1 {
+			continue
+		}
+		if r.Voter && !pl.keepsQuorum(g, r.Node) {
+			continue // the voters left up would be no majority
+		}
+		removable = append(removable, r)
+	}
+	if len(removable) > 0 {
+		r := removable[0]
+		if safe := pl.zoneSafe(g.Replicas, ""); safe {
+			i := slices.IndexFunc(removable, func(c Replica) bool { return pl.zoneSafe(without(g.Replicas, c.Node), "") })
+			switch {
+			case i >= 0:
+				r = removable[i]
+			case r.Voter && healthyVoters > want:
+				// A replacement in the zone of a voter that came back:
+				// remove a surplus healthy voter first, if that keeps the
+				// group safe.
+				if v, ok := pl.safeSurplus(g, st, prefer); ok {
+					g.Replicas = without(g.Replicas, v)
+					pl.decide(DecideRemove, g.ID, v, fmt.Sprintf("%d healthy voters, %d wanted; removed before %s to survive a zone loss", healthyVoters, want, r.Node))
+					return
+				}
+			}
+			if i < 0 && pl.someVoterDown(g) {
+				// A voter is down but not dead yet: were it gone for
+				// good, the removal would leave the group unable to
+				// survive a zone loss. Wait until it is back or dead.
+				return
+			}
+		}
+		g.Replicas = without(g.Replicas, r.Node)
 		reason := fmt.Sprintf("node down for %s or more", pl.o.DeadAfter)
 		if !pl.dead(r.Node) {
 			reason = "node drained"
@@ -424,8 +484,15 @@ func (pl *planner) step(g *GroupPlacement) {
 
 	// 4. Remove a surplus replica (a move whose new replica is now a
 	// voter): one in a duplicated zone, else the one on the most loaded
-	// node, never the preferred zone's last.
+	// node, never the preferred zone's last. Only while every replica is up
+	// and caught up: a node just gone down is not dead yet (not leaving),
+	// and removing a live copy then would leave fewer than want-1 copies.
 	if healthyVoters > want && healthy == len(g.Replicas) && healthyVoters == len(g.Replicas) {
+		for _, r := range g.Replicas {
+			if !pl.caughtUp(st, r.Node) {
+				return
+			}
+		}
 		if victim, ok := pl.surplus(g, prefer); ok {
 			for i, r := range g.Replicas {
 				if r.Node == victim {
@@ -475,6 +542,12 @@ func (pl *planner) step(g *GroupPlacement) {
 	load := pl.load()
 	from, fromLoad := "", -1
 	for _, r := range g.Replicas {
+		if z := pl.nodes[r.Node].Zone; z == prefer && zoneCount[z] == 1 {
+			// surplus never removes the preferred zone's last replica:
+			// moving it would add a voter elsewhere, remove that one, and
+			// start again, forever.
+			continue
+		}
 		if l := load[r.Node]; l > fromLoad || (l == fromLoad && r.Node < from) {
 			from, fromLoad = r.Node, l
 		}
@@ -492,9 +565,137 @@ func (pl *planner) step(g *GroupPlacement) {
 	if zones[pl.nodes[to].Zone] && !zones[pl.nodes[from].Zone] {
 		return // the move would put two replicas in one zone
 	}
+	for _, r := range g.Replicas {
+		if !pl.caughtUp(st, r.Node) {
+			return // the move is optional: not while a replica is down
+		}
+	}
+	if pl.zoneSafe(g.Replicas, "") && !pl.zoneSafe(g.Replicas, to) {
+		// The move is optional: it must not pass through a configuration
+		// that a zone loss leaves without a quorum (from and to in one
+		// zone: two of four voters).
+		return
+	}
 	pl.rebalanced = true
 	g.Replicas = append(g.Replicas, Replica{Node: to})
 	pl.decide(DecideRebalance, g.ID, to, fmt.Sprintf("%s hosts %d replicas, %s hosts %d", from, fromLoad, to, load[to]))
+}
+
+// zoneSafe reports whether the voters of replicas, plus a voter on extra
+// (if not ""), keep a majority when any one zone is lost on top of the
+// nodes that are down now.
+func (pl *planner) zoneSafe(replicas []Replica, extra string) bool {
+	n, present, per := 0, 0, map[string]int{}
+	count := func(node string) {
+		n++
+		if pl.nodes[node].Alive {
+			present++
+			per[pl.nodes[node].Zone]++
+		}
+	}
+	for _, r := range replicas {
+		if r.Voter {
+			count(r.Node)
+		}
+	}
+	if extra != "" {
+		count(extra)
+	}
+	for _, c := range per {
+		if 2*(present-c) <= n {
+			return false
+		}
+	}
+	return 2*present > n
+}
+
+// unstick drops from an unsettled group's desired replicas a node that died
+// before the step adding or promoting it was carried out: the agent can
+// never promote a dead learner, and the group, never settled again, would
+// get no other step (not even the replacement of its dead voters).
+func (pl *planner) unstick(g *GroupPlacement, st GroupState) {
+	have := map[string]Member{}
+	for _, m := range st.Members {
+		have[m.Node] = m
+	}
+	for i, r := range g.Replicas {
+		m, listed := have[r.Node]
+		if !pl.dead(r.Node) || (listed && m.Voter) || (listed && !r.Voter) {
+			continue
+		}
+		g.Replicas = append(g.Replicas[:i:i], g.Replicas[i+1:]...)
+		if g.Leader == r.Node {
+			g.Leader = ""
+		}
+		pl.decide(DecideRemove, g.ID, r.Node, fmt.Sprintf("down for %s or more before it could be added or promoted", pl.o.DeadAfter))
+		return
+	}
+}
+
+// without returns replicas without node's.
+func without(replicas []Replica, node string) []Replica {
+	var out []Replica
+	for _, r := range replicas {
+		if r.Node != node {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// safeSurplus picks a healthy voter of g whose removal keeps g zone-safe and
+// loses no copy the group needs: one that is not caught up (it holds no
+// current copy), else one whose removal leaves want caught-up voters. Never
+// the preferred zone's last replica.
+func (pl *planner) safeSurplus(g *GroupPlacement, st GroupState, prefer string) (string, bool) {
+	zoneCount := map[string]int{}
+	upVoters := 0
+	for _, r := range g.Replicas {
+		zoneCount[pl.nodes[r.Node].Zone]++
+		if r.Voter && !pl.leaving(r.Node) && pl.caughtUp(st, r.Node) {
+			upVoters++
+		}
+	}
+	best, bestUp := "", true
+	for _, r := range g.Replicas {
+		z := pl.nodes[r.Node].Zone
+		if !r.Voter || pl.leaving(r.Node) || (z == prefer && zoneCount[z] == 1) || !pl.zoneSafe(without(g.Replicas, r.Node), "") || !pl.keepsQuorum(g, r.Node) {
+			continue
+		}
+		isUp := pl.caughtUp(st, r.Node)
+		if isUp && upVoters-1 < pl.p.Topology.Replicas {
+			continue
+		}
+		if best == "" || (bestUp && !isUp) || (bestUp == isUp && r.Node < best) {
+			best, bestUp = r.Node, isUp
+		}
+	}
+	return best, best != ""
+}
+
+// someVoterDown reports whether a voter of g is down but not yet dead.
+func (pl *planner) someVoterDown(g *GroupPlacement) bool {
+	for _, r := range g.Replicas {
+		if r.Voter && !pl.nodes[r.Node].Alive && !pl.dead(r.Node) {
+			return true
+		}
+	}
+	return false
+}
+
+// keepsQuorum reports whether g's voters other than node that are up are a
+// majority of them: removing node then leaves the group a leader.
+func (pl *planner) keepsQuorum(g *GroupPlacement, node string) bool {
+	n, live := 0, 0
+	for _, r := range g.Replicas {
+		if r.Voter && r.Node != node {
+			n++
+			if pl.nodes[r.Node].Alive {
+				live++
+			}
+		}
+	}
+	return 2*live > n
 }
 
 // surplus picks the replica to drop from a group with one voter too many:
