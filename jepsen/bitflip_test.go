@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,11 +27,8 @@ func TestBitFlipRebuilt(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	var a acked
-	stop := make(chan struct{})
-	wait := writeAcked(t, ctx, cl, &a, 4, loadOps, 3*time.Second, stop,
-		func(w, i int) uint64 { return uint64(w*1_000_000 + i*37%100) }, nil)
-	var stopOnce sync.Once
-	stopWriters := func() { stopOnce.Do(func() { close(stop); wait() }) }
+	stopWriters := startWriters(t, ctx, cl, &a, 4, 3*time.Second,
+		func(w, i int) uint64 { return uint64(w*1_000_000 + i*37%100) })
 	defer stopWriters()
 	waitMoreAcked(t, &a, 300, 60*time.Second)
 
@@ -97,14 +93,7 @@ func TestBitFlipRebuilt(t *testing.T) {
 	})
 	waitMoreAcked(t, &a, 50, 30*time.Second)
 	stopWriters()
-	t.Logf("%d acknowledged writes", a.count())
-	a.verify(t, cl)
-	cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)
-	defer ccancel()
-	counts, err := c.CompareReplicas(cctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	counts := verifyAll(t, ctx, c, cl, &a)
 	for gid, n := range counts {
 		if n != 3 {
 			t.Errorf("%s: %d replicas compared, want 3", gid, n)

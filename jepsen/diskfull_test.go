@@ -183,11 +183,5 @@ func TestDiskFull(t *testing.T) {
 		}
 	}
 	waitReplicated(t, cl, 3, c.Nodes, 90*time.Second)
-	t.Logf("%d acknowledged writes to read back", a.count())
-	a.verify(t, cl)
-	cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)
-	defer ccancel()
-	if _, err := c.CompareReplicas(cctx); err != nil {
-		t.Fatal(err)
-	}
+	verifyAll(t, ctx, c, cl, &a)
 }

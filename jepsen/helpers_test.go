@@ -322,3 +322,28 @@ func metric(t *testing.T, n *Node, name string) string {
 	v, _ := strings.CutPrefix(metricLine(t, n, name+" "), name+" ")
 	return strings.TrimSpace(v)
 }
+
+// startWriters runs writeAcked's workers until the returned stop is called
+// (at most once takes effect; deferring it as well is safe).
+func startWriters(t *testing.T, ctx context.Context, cl *client.Client, a *acked, workers int, timeout time.Duration, uidOf func(w, i int) uint64) (stop func()) {
+	ch := make(chan struct{})
+	wait := writeAcked(t, ctx, cl, a, workers, loadOps, timeout, ch, uidOf, nil)
+	var once sync.Once
+	return func() { once.Do(func() { close(ch); wait() }) }
+}
+
+// verifyAll reads every acknowledged write back through cl and requires
+// every running replica of every group to be identical; it returns how many
+// replicas of each group it compared.
+func verifyAll(t *testing.T, ctx context.Context, c *Cluster, cl *client.Client, a *acked) map[string]int {
+	t.Helper()
+	t.Logf("%d acknowledged writes", a.count())
+	a.verify(t, cl)
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	counts, err := c.CompareReplicas(cctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return counts
+}

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -65,12 +64,9 @@ func zoneLossDuringRebalance(t *testing.T) (writable, home time.Duration) {
 	})
 
 	var a acked
-	stop := make(chan struct{})
 	wcl := newClient(t, byName["gz1"], byName["rz1a"], byName["rz1b"], byName["rz2a"])
-	wait := writeAcked(t, ctx, wcl, &a, 4, loadOps, 2*time.Second, stop,
-		func(w, i int) uint64 { return uint64(w*1_000_000 + i*37%100) }, nil)
-	var stopOnce sync.Once
-	stopWriters := func() { stopOnce.Do(func() { close(stop); wait() }) }
+	stopWriters := startWriters(t, ctx, wcl, &a, 4, 2*time.Second,
+		func(w, i int) uint64 { return uint64(w*1_000_000 + i*37%100) })
 	defer stopWriters()
 
 	killed := time.Now()
@@ -113,13 +109,7 @@ func zoneLossDuringRebalance(t *testing.T) (writable, home time.Duration) {
 	waitPinned(t, cl, nil, 90*time.Second)
 	home = time.Since(returned)
 	stopWriters()
-	t.Logf("%d acknowledged writes", a.count())
-	a.verify(t, cl)
-	cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)
-	defer ccancel()
-	if _, err := c.CompareReplicas(cctx); err != nil {
-		t.Fatal(err)
-	}
+	verifyAll(t, ctx, c, cl, &a)
 	return writable, home
 }
 
@@ -159,12 +149,9 @@ func TestRemovedReplicaOutlivesItsRemoval(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	var a acked
-	stop := make(chan struct{})
 	wcl := newClient(t, byName["gz1"], byName["rz1a"], byName["rz1b"], byName["rz2a"])
-	wait := writeAcked(t, ctx, wcl, &a, 2, loadOps, 2*time.Second, stop,
-		func(w, i int) uint64 { return uint64(w*1_000_000) + lo + uint64(i*7%25) }, nil) // the range's shards
-	var stopOnce sync.Once
-	stopWriters := func() { stopOnce.Do(func() { close(stop); wait() }) }
+	stopWriters := startWriters(t, ctx, wcl, &a, 2, 2*time.Second,
+		func(w, i int) uint64 { return uint64(w*1_000_000) + lo + uint64(i*7%25) }) // the range's shards
 	defer stopWriters()
 	waitMoreAcked(t, &a, 20, 30*time.Second)
 
@@ -243,13 +230,7 @@ func TestRemovedReplicaOutlivesItsRemoval(t *testing.T) {
 	}
 	waitPinned(t, cl, nil, 120*time.Second)
 	stopWriters()
-	t.Logf("%d acknowledged writes", a.count())
-	a.verify(t, cl)
-	cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)
-	defer ccancel()
-	if _, err := c.CompareReplicas(cctx); err != nil {
-		t.Fatal(err)
-	}
+	verifyAll(t, ctx, c, cl, &a)
 }
 
 // TestZoneLossAtBoot kills the owner zone rz0 at a random moment of the
@@ -275,12 +256,9 @@ func TestZoneLossAtBoot(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var a acked
-	stop := make(chan struct{})
 	wcl := newClient(t, byName["gz1"], byName["rz1a"], byName["rz1b"], byName["rz2a"])
-	wait := writeAcked(t, ctx, wcl, &a, 4, loadOps, 2*time.Second, stop,
-		func(w, i int) uint64 { return uint64(w*1_000_000 + i*37%100) }, nil)
-	var stopOnce sync.Once
-	stopWriters := func() { stopOnce.Do(func() { close(stop); wait() }) }
+	stopWriters := startWriters(t, ctx, wcl, &a, 4, 2*time.Second,
+		func(w, i int) uint64 { return uint64(w*1_000_000 + i*37%100) })
 	defer stopWriters()
 
 	select {
@@ -307,13 +285,7 @@ func TestZoneLossAtBoot(t *testing.T) {
 	waitPinned(t, cl, nil, 180*time.Second)
 	waitMoreAcked(t, &a, 50, 60*time.Second)
 	stopWriters()
-	t.Logf("%d acknowledged writes", a.count())
-	a.verify(t, cl)
-	cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)
-	defer ccancel()
-	if _, err := c.CompareReplicas(cctx); err != nil {
-		t.Fatal(err)
-	}
+	verifyAll(t, ctx, c, cl, &a)
 }
 
 // addRZ1B starts a seventh node, rz1b, in rz1 (the LDC: rz1 with two
