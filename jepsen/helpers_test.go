@@ -347,3 +347,19 @@ func verifyAll(t *testing.T, ctx context.Context, c *Cluster, cl *client.Client,
 	}
 	return counts
 }
+
+// waitWritable waits until a put to uid through cl succeeds, and records it
+// as acknowledged.
+func waitWritable(t *testing.T, ctx context.Context, cl *client.Client, a *acked, uid uint64, what string, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("uid %d writable %s", uid, what), timeout, func() (bool, string) {
+		wctx, wcancel := context.WithTimeout(ctx, time.Second)
+		defer wcancel()
+		v, err := cl.Put(wctx, uid, "probe", []byte("p"))
+		if err != nil {
+			return false, err.Error()
+		}
+		a.set(ackedValue{uid: uid, key: "probe", value: "p", version: v})
+		return true, ""
+	})
+}

@@ -179,18 +179,7 @@ func (n *nemesis) leaders(ctx context.Context) []*Node {
 func (n *nemesis) start(ctx context.Context, kind string) (string, error) {
 	switch kind {
 	case "kill":
-		var victims []*Node
-		var what string
-		switch n.rnd.Intn(3) {
-		case 0:
-			victims, what = n.pick(1), "one node"
-		case 1:
-			victims, what = n.pick((len(n.live())-1)/2), "a minority"
-		default:
-			zones := n.byZone()
-			z := "rz0"
-			victims, what = zones[z], "zone "+z
-		}
+		victims, what := n.victims(n.byZone()["rz0"], "zone rz0")
 		for _, v := range victims {
 			n.c.Kill(v)
 		}
@@ -288,16 +277,7 @@ func (n *nemesis) start(ctx context.Context, kind string) (string, error) {
 		return n.membership(ctx)
 	case "power":
 		// The nodes lose what they had not fsynced (RunConfig.FailpointBin).
-		var victims []*Node
-		var what string
-		switch n.rnd.Intn(3) {
-		case 0:
-			victims, what = n.pick(1), "one node"
-		case 1:
-			victims, what = n.pick((len(n.live())-1)/2), "a minority"
-		default:
-			victims, what = n.live(), "every node at one instant"
-		}
+		victims, what := n.victims(n.live(), "every node at one instant")
 		n.killAll(victims)
 		n.killed = victims
 		return fmt.Sprintf("power loss of %s: %v", what, names(victims)), nil
@@ -444,6 +424,18 @@ func writeBalloon(name string, size int64) error {
 		size -= k
 	}
 	return f.Close()
+}
+
+// victims picks, with a third of a chance each, one node, a minority, or
+// most (described as mostWhat).
+func (n *nemesis) victims(most []*Node, mostWhat string) ([]*Node, string) {
+	switch n.rnd.Intn(3) {
+	case 0:
+		return n.pick(1), "one node"
+	case 1:
+		return n.pick((len(n.live()) - 1) / 2), "a minority"
+	}
+	return most, mostWhat
 }
 
 // killAll kills the nodes at once (one goroutine each), as a power cut.

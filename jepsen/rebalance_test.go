@@ -73,16 +73,7 @@ func zoneLossDuringRebalance(t *testing.T) (writable, home time.Duration) {
 	c.Kill(byName["rz0a"])
 	c.Kill(byName["rz0b"])
 	for _, uid := range []uint64{7, 33, 60, 88} { // one user of each range
-		waitFor(t, fmt.Sprintf("uid %d writable after rz0 died", uid), 60*time.Second, func() (bool, string) {
-			wctx, wcancel := context.WithTimeout(ctx, time.Second)
-			defer wcancel()
-			v, err := wcl.Put(wctx, uid, "probe", []byte("p"))
-			if err != nil {
-				return false, err.Error()
-			}
-			a.set(ackedValue{uid: uid, key: "probe", value: "p", version: v})
-			return true, ""
-		})
+		waitWritable(t, ctx, wcl, &a, uid, "after rz0 died", 60*time.Second)
 	}
 	writable = time.Since(killed)
 	if writable > 15*time.Second {
@@ -189,16 +180,7 @@ func TestRemovedReplicaOutlivesItsRemoval(t *testing.T) {
 	killed := time.Now()
 	c.Kill(byName["rz0a"])
 	c.Kill(byName["rz0b"])
-	waitFor(t, fmt.Sprintf("uid %d (%s) writable after rz0 died", lo+7, gid), 30*time.Second, func() (bool, string) {
-		wctx, wcancel := context.WithTimeout(ctx, time.Second)
-		defer wcancel()
-		v, err := wcl.Put(wctx, lo+7, "probe", []byte("p"))
-		if err != nil {
-			return false, err.Error()
-		}
-		a.set(ackedValue{uid: lo + 7, key: "probe", value: "p", version: v})
-		return true, ""
-	})
+	waitWritable(t, ctx, wcl, &a, lo+7, "("+gid+") after rz0 died", 30*time.Second)
 	t.Logf("%s took writes %v after rz0 died with the removal of %s held back", gid, time.Since(killed).Round(time.Millisecond), drained)
 	waitMoreAcked(t, &a, 20, 30*time.Second)
 	// The new leader removes the drained replica; then its node deletes it.

@@ -121,16 +121,7 @@ func TestZoneFailoverAndFailback(t *testing.T) {
 	c.Kill(byName["rz0a"])
 	c.Kill(byName["rz0b"])
 	for _, uid := range []uint64{7, 33} { // shards 07 (g-00-24) and 33 (g-25-49)
-		waitFor(t, fmt.Sprintf("uid %d writable after rz0 died", uid), 30*time.Second, func() (bool, string) {
-			wctx, wcancel := context.WithTimeout(ctx, time.Second)
-			defer wcancel()
-			v, err := wcl.Put(wctx, uid, "probe", []byte("p"))
-			if err != nil {
-				return false, err.Error()
-			}
-			a.set(ackedValue{uid: uid, key: "probe", value: "p", version: v})
-			return true, ""
-		})
+		waitWritable(t, ctx, wcl, &a, uid, "after rz0 died", 30*time.Second)
 		t.Logf("uid %d (shard %02d) took writes %v after rz0 was killed", uid, uid%100, time.Since(killed).Round(time.Millisecond))
 	}
 	// The serving zones follow the failover lists, as far as each group

@@ -64,6 +64,9 @@ type membership struct {
 	// replicas, rebuilt on every membership event, so the write path reads
 	// it without locking.
 	tags atomic.Pointer[map[string]peerTags]
+	// alarmed is the alarms of tags alone, by node (nil when none): what
+	// the write path asks on every write, built here, not per write.
+	alarmed atomic.Pointer[map[string]string]
 
 	onChange func() // called after membership changes; must not block
 	events   chan serf.Event
@@ -152,6 +155,16 @@ func (m *membership) watch() {
 				}
 			}
 			m.tags.Store(&tags)
+			var alarmed map[string]string
+			for node, t := range tags {
+				if t.alarm != "" {
+					if alarmed == nil {
+						alarmed = map[string]string{}
+					}
+					alarmed[node] = t.alarm
+				}
+			}
+			m.alarmed.Store(&alarmed)
 			m.savePeers()
 			if m.onChange != nil {
 				m.onChange()
@@ -273,20 +286,10 @@ func (m *membership) damagedOn(node, id string) bool {
 // alarms returns the alarms of the live nodes that raised one, by node
 // (nil when none has).
 func (m *membership) alarms() map[string]string {
-	p := m.tags.Load()
-	if p == nil || len(*p) == 0 {
-		return nil
+	if p := m.alarmed.Load(); p != nil {
+		return *p
 	}
-	var out map[string]string
-	for node, t := range *p {
-		if t.alarm != "" {
-			if out == nil {
-				out = map[string]string{}
-			}
-			out[node] = t.alarm
-		}
-	}
-	return out
+	return nil
 }
 
 // member returns the node named name.
